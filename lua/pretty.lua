@@ -1,0 +1,3 @@
+-- pretty: placeholder
+local M = {}
+return M

@@ -1,0 +1,14 @@
+/* ltest: the Lua module `bt2c` that unit specs load (require "bt2c").
+ * Built from the same sources as bt2cd; each part adds its own functions.
+ * Not part of the daemon. */
+#ifndef BT2C_LTEST_H
+#define BT2C_LTEST_H
+
+#include <lua.h>
+
+/* Each [-0, +0, e] adds functions to the module table at the top of the stack. */
+void ltest_sys(lua_State *L);    /* processes, sockets, clocks for functional specs */
+void ltest_conf(lua_State *L);   /* configuration loading */
+void ltest_policy(lua_State *L); /* policy host and sandbox */
+
+#endif

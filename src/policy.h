@@ -1,0 +1,102 @@
+/* policy: the only door from C into the operator's Lua policies.
+ *
+ * One sandboxed lua_State per policy file (policies/handshake.lua,
+ * scoring.lua, relay.lua), grouped in a generation. A reload builds a whole
+ * new generation and swaps it in only if every file loads and passes its
+ * checks. Each hook call runs under the limits below; its result is checked,
+ * and anything wrong (error, timeout, out of memory, bad return) yields the
+ * documented C default and is counted. See policies/README.md.
+ *
+ * Must not: call into the transport or the peer table; hooks are called on
+ * events, never per message, and their verdicts are cached by the caller.
+ */
+#ifndef BT2C_POLICY_H
+#define BT2C_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "conf.h"
+
+struct policy_limits {
+  long instructions; /* per hook call */
+  int time_ms;       /* wall clock per hook call */
+  size_t memory;     /* bytes per policy state */
+  int failures;      /* consecutive failures before a hook is switched off */
+};
+
+struct policy_host;
+
+/* `config_literal` is conf.normalized (a Lua table constructor) or NULL; the
+ * policies see it as the read-only global `config`. No policy is loaded yet:
+ * until the first successful policy_reload() every hook gives its default. */
+struct policy_host *policy_host_new(const struct policy_limits *limits,
+                                    const char *config_literal);
+void policy_host_free(struct policy_host *h);
+
+/* Builds a new generation from dir and swaps it in if all of it is good.
+ * Returns 0 on success, or -1 with every problem as "file:line: message" in
+ * errs, leaving the running generation in place. */
+int policy_reload(struct policy_host *h, const char *dir, struct conf_errors *errs);
+
+/* Number of successful swaps so far (0 before the first load). */
+unsigned long policy_generation(const struct policy_host *h);
+
+/* The same checks as policy_reload, offline (bt2cd --check-policies). */
+int policy_check_dir(const struct policy_limits *limits, const char *config_literal,
+                     const char *dir, struct conf_errors *errs);
+
+/* [-0, +1, m] Pushes the per-hook counters, keyed "file.hook"
+ * (e.g. "relay.select_mode"): calls, errors, timeouts, oom, bad_returns,
+ * defaulted, time_ms, disabled. */
+void policy_push_stats(lua_State *L, const struct policy_host *h);
+
+/* ---- hooks ------------------------------------------------------------- */
+
+/* handshake.validate: decides on a peer whose cryptography C already checked. */
+struct policy_handshake {
+  const char *node_id;          /* the peer's id */
+  const char *address;          /* "ip:port" */
+  bool inbound;
+  int protocol_version;
+  const char *network_id;       /* the peer's */
+  const char *local_network_id;
+  double clock_skew_ms;         /* peer's clock minus ours */
+  const char *metadata_json;    /* the peer's nodeMetadata as JSON, or NULL */
+};
+/* Returns true to accept. On refusal, reason gets the policy's text.
+ * Default (no policy / failure): accept iff the network ids are equal. */
+bool policy_handshake_validate(struct policy_host *h, const struct policy_handshake *in,
+                               char *reason, size_t reason_cap);
+
+/* scoring.total: combines category scores (each 0..10) into a total.
+ * Default: the weighted sum with the generation's weights. */
+double policy_scoring_total(struct policy_host *h, const double cat[SCORE_NCATEGORIES]);
+
+/* scoring.behavior_delta: score change for one PeerBehavior event
+ * ("GOOD_BLOCK", ...). Default: the generation's behaviors table. */
+double policy_scoring_behavior_delta(struct policy_host *h, const char *behavior,
+                                     double current_total);
+
+/* Tunables of the active generation (checked at load; defaults from config). */
+struct policy_scoring_params {
+  double weights[SCORE_NCATEGORIES];
+  double trusted, neutral, banned;
+  double ban_seconds; /* how long a ban lasts */
+};
+void policy_scoring_params(const struct policy_host *h, struct policy_scoring_params *out);
+
+/* relay.select_mode: the relay mode for a message type ("block", ...).
+ * Default: messageRelay.relayMode. */
+struct policy_relay_situation {
+  int peers;            /* connected peers */
+  int validators;       /* of which authenticated validators */
+  int trusted;          /* of which at or above the trusted threshold */
+};
+enum relay_mode policy_relay_select_mode(struct policy_host *h, const char *msg_type,
+                                         const struct policy_relay_situation *s);
+double policy_relay_threshold(const struct policy_host *h);
+
+#endif
