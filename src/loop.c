@@ -24,8 +24,7 @@ static int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
       if (io) {
         lws_set_opaque_user_data(wsi, NULL);
         io->wsi = NULL;
-        if (io->fd >= 0) close(io->fd);
-        io->fd = -1;
+        io->fd = -1; /* lws closes the descriptor after this callback */
         if (io->on_close) io->on_close(io);
       }
       return 0;
@@ -115,6 +114,11 @@ void loop_want_write(struct loop_io *io) {
 void loop_close(struct loop_io *io) {
   io->closing = true;
   if (io->wsi) lws_callback_on_writable(io->wsi);
+}
+
+void loop_detach(struct loop_io *io) {
+  if (io->wsi) lws_set_opaque_user_data(io->wsi, NULL);
+  io->wsi = NULL;
 }
 
 static void timer_fire(lws_sorted_usec_list_t *sul) {

@@ -25,7 +25,9 @@ struct loop {
  * on_readable must read what it can (descriptors are non-blocking).
  * on_writable runs once after each loop_want_write().
  * on_close runs once when the watch ends, whoever ended it; the descriptor is
- * closed by the loop and the struct may be freed inside on_close. */
+ * closed by the loop and the struct may be freed inside on_close.
+ * loop_detach() ends the callbacks without closing: the loop closes the
+ * descriptor when it is destroyed. */
 struct loop_io {
   int fd;
   void *user;
@@ -47,6 +49,7 @@ int loop_watch(struct loop *l, struct loop_io *io);
 void loop_want_write(struct loop_io *io);
 /* Ends the watch soon (from the loop, not inside this call). */
 void loop_close(struct loop_io *io);
+void loop_detach(struct loop_io *io);
 
 struct loop_timer {
   lws_sorted_usec_list_t sul; /* first: the loop finds the timer from it */

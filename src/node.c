@@ -1,0 +1,108 @@
+/* node: see node.h. Start order: data directory, event loop, trusted Lua
+ * state, policies, console. Stop order is the reverse. */
+#include "node.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "console.h"
+#include "lconsole.h"
+#include "log.h"
+#include "policy.h"
+
+/* mkdir -p with mode 0700 for what it creates. */
+static int make_dirs(const char *path) {
+  char *p = strdup(path);
+  if (p == NULL) return -1;
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = '\0';
+    if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+      free(p);
+      return -1;
+    }
+    *s = '/';
+  }
+  int rc = (mkdir(p, 0700) != 0 && errno != EEXIST) ? -1 : 0;
+  free(p);
+  return rc;
+}
+
+static void policy_limits_of(const struct conf *c, struct policy_limits *lim) {
+  lim->instructions = c->policyLimits.instructions;
+  lim->time_ms = c->policyLimits.time;
+  lim->memory = c->policyLimits.memory;
+  lim->failures = c->policyLimits.failures;
+}
+
+static void log_errors(const char *event, const struct conf_errors *errs) {
+  for (size_t i = 0; i < errs->n; i++) log_at(LV_ERROR, event, "err=%s", errs->msg[i]);
+}
+
+int node_start(struct node *n, struct conf *conf) {
+  memset(n, 0, sizeof *n);
+  n->conf = *conf;
+  memset(conf, 0, sizeof *conf);
+  n->started = log_monotonic();
+  struct conf *c = &n->conf;
+
+  if (make_dirs(c->dataDir) != 0) {
+    log_at(LV_ERROR, "start_failed", "dataDir=%s err=%s", c->dataDir, strerror(errno));
+    goto fail;
+  }
+  if (loop_init(&n->loop) != 0) goto fail;
+  n->L = lconsole_open(n);
+  if (n->L == NULL) goto fail;
+
+  struct policy_limits lim;
+  policy_limits_of(c, &lim);
+  n->policy = policy_host_new(&lim, c->normalized);
+  if (n->policy == NULL) {
+    log_at(LV_ERROR, "start_failed", "err=%s", "cannot create the policy host");
+    goto fail;
+  }
+  struct conf_errors errs = {0};
+  if (policy_reload(n->policy, c->policyDir, &errs) != 0) {
+    log_errors("policy_error", &errs);
+    log_at(LV_ERROR, "start_failed", "policyDir=%s err=%s", c->policyDir,
+           "policies do not load; fix them (bt2cd --check-policies) and start again");
+    conf_errors_free(&errs);
+    goto fail;
+  }
+  n->console = console_start(&n->loop, n->L, c->consoleSocket, c->consoleTimeout);
+  if (n->console == NULL) goto fail;
+
+  log_at(LV_INFO, "node_started", "version=%s config=%s dataDir=%s networkId=%s policies=%lu",
+         BT2C_VERSION, c->path ? c->path : "(defaults)", c->dataDir, c->networkId,
+         policy_generation(n->policy));
+  return 0;
+fail:
+  node_stop(n);
+  return -1;
+}
+
+void node_stop(struct node *n) {
+  n->stopping = true;
+  console_stop(n->console);
+  n->console = NULL;
+  policy_host_free(n->policy);
+  n->policy = NULL;
+  lconsole_close(n->L);
+  n->L = NULL;
+  loop_free(&n->loop);
+  conf_free(&n->conf);
+}
+
+int node_reload_policies(struct node *n, struct conf_errors *errs) {
+  unsigned long before = policy_generation(n->policy);
+  if (policy_reload(n->policy, n->conf.policyDir, errs) != 0) {
+    log_errors("policy_error", errs);
+    log_at(LV_WARN, "policy_reload_failed", "generation=%lu errors=%zu kept=%s", before, errs->n,
+           "running generation");
+    return -1;
+  }
+  log_at(LV_INFO, "policy_reloaded", "generation=%lu", policy_generation(n->policy));
+  return 0;
+}
