@@ -112,6 +112,8 @@ static void evaluate(struct session *s, const char *mode, const char *text, size
     }
     size_t elen;
     const char *e = lua_tolstring(L, -2, &elen);
+    log_at(LV_INFO, "console_command", "session=%u uid=%u mode=%s chunk=%.*s err=%s", s->id,
+           (unsigned)s->uid, mode, (int)(len > 200 ? 200 : len), text, e);
     send_frame(s, "err", e, elen);
     buf_reset(&s->pending);
     lua_settop(L, top);
