@@ -1,0 +1,164 @@
+-- Unit: the envelope codec, the JSON reader and node identities (through
+-- the bt2c module built from the same sources as bt2cd).
+local bt2c = require "bt2c"
+
+local function id20(c) return string.rep(c, 20) end
+
+describe("envelope", function()
+  it("encodes the documented layout and decodes it back", function()
+    local payload = '{"nonce":1,"pong":false}'
+    local wire = bt2c.env_encode({ type = "peer_ping", origin = id20("\1"), payload = payload })
+    assert.equal(64 + #payload, #wire)
+    assert.equal(1, wire:byte(1))                     -- version
+    assert.equal(3, wire:byte(2))                     -- PEER_PING
+    assert.equal(0, wire:byte(3))                     -- flags
+    assert.equal(0, wire:byte(4))                     -- hops
+    assert.equal(0, wire:byte(5))                     -- path length
+    assert.equal("\0\0\0", wire:sub(6, 8))           -- reserved
+    assert.equal(string.pack(">I4", #payload), wire:sub(9, 12))
+    assert.equal(id20("\1"), wire:sub(13, 32))
+    assert.equal(bt2c.env_message_id(3, payload), wire:sub(33, 64))
+    assert.equal(payload, wire:sub(65))
+    local list = assert(bt2c.env_decode_batch(wire))
+    assert.equal(1, #list)
+    assert.equal("peer_ping", list[1].type_name)
+    assert.equal(payload, list[1].payload)
+  end)
+
+  it("carries a relay path and a target", function()
+    local wire = bt2c.env_encode({ type = "block", flags = 2, hops = 2, origin = id20("o"),
+      path = { id20("a"), id20("b") }, target = id20("t"), payload = "{}" })
+    assert.equal(64 + 40 + 20 + 2, #wire)
+    assert.equal(2 + 4, wire:byte(3)) -- DIRECT | TARGET
+    local e = assert(bt2c.env_decode_batch(wire))[1]
+    assert.same({ id20("a"), id20("b") }, e.path)
+    assert.equal(id20("t"), e.target)
+    assert.equal(2, e.hops)
+  end)
+
+  it("splits a batch of several envelopes", function()
+    local parts = {}
+    for i = 1, 50 do
+      parts[i] = bt2c.env_encode({ type = "transaction", origin = id20("x"), payload = '{"n":' .. i .. "}" })
+    end
+    local list = assert(bt2c.env_decode_batch(table.concat(parts)))
+    assert.equal(50, #list)
+    assert.equal('{"n":50}', list[50].payload)
+  end)
+
+  it("computes the message id as SHA-256(type || payload)", function()
+    -- sha256 of "\4{}" (type BLOCK), checked against an independent tool
+    local h = io.popen("printf '\\004{}' | sha256sum"):read("l"):match("^(%x+)")
+    local id = bt2c.env_message_id(4, "{}")
+    assert.equal(h, (id:gsub(".", function(c) return string.format("%02x", c:byte()) end)))
+  end)
+
+  local good = bt2c.env_encode({ type = "block", origin = id20("o"), payload = "{}" })
+  local bad = {
+    { "empty message", "", "empty message" },
+    { "truncated header", good:sub(1, 63), "truncated header" },
+    { "wrong version", "\2" .. good:sub(2), "unsupported envelope version" },
+    { "type 0", good:sub(1, 1) .. "\0" .. good:sub(3), "unknown message type" },
+    { "type 14", good:sub(1, 1) .. "\14" .. good:sub(3), "unknown message type" },
+    { "unknown flag", good:sub(1, 2) .. "\128" .. good:sub(4), "unknown flags set" },
+    { "reserved byte", good:sub(1, 5) .. "\1" .. good:sub(7), "reserved bytes not zero" },
+    { "path too long", good:sub(1, 4) .. "\33" .. good:sub(6), "relay path too long" },
+    { "path beyond the message", good:sub(1, 4) .. "\5" .. good:sub(6), "lengths exceed the message" },
+    { "payload length lies", good:sub(1, 8) .. string.pack(">I4", 0xffffffff) .. good:sub(13),
+      "lengths exceed the message" },
+    { "direct without target", good:sub(1, 2) .. "\2" .. good:sub(4), "direct message without a target" },
+    { "target flag without bytes", good:sub(1, 2) .. "\4" .. good:sub(4), "lengths exceed the message" },
+  }
+  for _, case in ipairs(bad) do
+    it("refuses: " .. case[1], function()
+      local list, why = bt2c.env_decode_batch(case[2])
+      assert.is_nil(list)
+      assert.equal(case[3], why)
+    end)
+  end
+
+  it("reports a bad envelope after good ones in a batch", function()
+    local list, why, before = bt2c.env_decode_batch(good .. good .. good:sub(1, 65))
+    assert.is_nil(list)
+    assert.equal("lengths exceed the message", why)
+    assert.equal(2, #before)
+  end)
+end)
+
+describe("json reader", function()
+  it("reads every JSON type", function()
+    local v = assert(bt2c.json_parse(' {"a": [1, -2.5e3, true, false, null], "s": "x\\u00e9\\ud83d\\ude00\\n", "o": {}} '))
+    assert.same({ 1, -2500, true, false, bt2c.null }, v.a)
+    assert.equal("x\u{e9}\u{1f600}\n", v.s)
+    assert.same({}, v.o)
+  end)
+
+  local bad = {
+    { "", "offset 0: unexpected end" },
+    { "{", "offset 1: expected a string key" },
+    { "[1,]", "offset 3: bad number" },
+    { "[1 2]", "offset 3: expected ',' or ']'" },
+    { '{"a" 1}', "offset 5: expected ':'" },
+    { '"abc', "offset 1: unterminated string" },
+    { '"\1"', "offset 1: control character in string" },
+    { '"\255"', "offset 1: invalid UTF-8 in string" },
+    { '"\237\160\128"', "offset 1: invalid UTF-8 in string" }, -- encoded surrogate
+    { '"\\ud800"', "offset 7: unpaired surrogate" },
+    { '"\\x"', "offset 3: bad escape" },
+    { "01", "offset 1: trailing characters" },
+    { "1e999", "offset 0: number out of range" },
+    { "tru", "offset 0: unexpected character" },
+    { "[] []", "offset 3: trailing characters" },
+    { string.rep("[", 40) .. string.rep("]", 40), "offset 32: nesting too deep" },
+  }
+  for _, case in ipairs(bad) do
+    it("refuses " .. string.format("%q", case[1]):sub(1, 30), function()
+      local v, err = bt2c.json_parse(case[1])
+      assert.is_nil(v)
+      assert.equal(case[2], err)
+    end)
+  end
+
+  it("writes strings that it reads back", function()
+    local s = "quote\" back\\ nl\n tab\t nul\0 ctl\1 é"
+    assert.equal(s, bt2c.json_parse(bt2c.json_string(s)))
+  end)
+end)
+
+describe("identity", function()
+  it("derives the node id from the public key and signs", function()
+    local me = bt2c.identity_new()
+    assert.matches("^%x+$", me.id_hex)
+    assert.equal(40, #me.id_hex)
+    assert.equal(me.id_hex, bt2c.identity_id_of(me.pub))
+    local sig = me.sign("transcript")
+    assert.equal(64, #sig)
+    assert.is_true(bt2c.identity_verify(me.pub, "transcript", sig))
+    assert.is_false(bt2c.identity_verify(me.pub, "transcripT", sig))
+    local other = bt2c.identity_new()
+    assert.is_false(bt2c.identity_verify(other.pub, "transcript", sig))
+  end)
+
+  it("creates the key once, mode 0600, and refuses a readable one", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local a = assert(bt2c.identity_load(dir))
+    local st = bt2c.stat(dir .. "/node.key")
+    assert.equal(tonumber("600", 8), st.mode)
+    local b = assert(bt2c.identity_load(dir))
+    assert.equal(a.id_hex, b.id_hex)
+    bt2c.chmod(dir .. "/node.key", tonumber("644", 8))
+    local c, err = bt2c.identity_load(dir)
+    assert.is_nil(c)
+    assert.matches("readable by others; run: chmod 600", err, 1, true)
+    bt2c.chmod(dir .. "/node.key", tonumber("600", 8))
+    local f = io.open(dir .. "/node.key", "w")
+    f:write("garbage\n")
+    f:close()
+    c, err = bt2c.identity_load(dir)
+    assert.is_nil(c)
+    assert.matches("not an Ed25519 private key", err, 1, true)
+    os.execute("rm -rf " .. dir)
+  end)
+end)
