@@ -66,8 +66,8 @@ describe("bt2cd command line", function()
 
     local pdir = H.copy_policies(dir)
     H.write_file(pdir .. "/relay.lua", "local M = {}\nM.mode = 'everywhere'\nreturn M\n")
-    local err
-    code, out, err = H.run({ H.BT2CD, "--check-policies", pdir })
+    local _, err
+    code, _, err = H.run({ H.BT2CD, "--check-policies", pdir })
     assert.equal(1, code)
     assert.matches(pdir .. "/relay.lua:2: ", err, 1, true)
 

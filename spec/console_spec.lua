@@ -51,6 +51,7 @@ describe("console", function()
 
   it("reports errors with their text and exit status 1", function()
     local code, out, err = node:console("error('boom here')")
+    local _
     assert.equal(1, code)
     assert.equal("", out)
     assert.matches("^console:1: boom here\n", err)
@@ -68,6 +69,7 @@ describe("console", function()
     assert.equal(0, code)
     assert.equal("null\n", out)
     code, out = node:console("return {}", true)
+    assert.equal(0, code)
     assert.equal("[]\n", out)
     -- printing does not corrupt the document on stdout
     local err

@@ -87,7 +87,8 @@ end)
 
 describe("json reader", function()
   it("reads every JSON type", function()
-    local v = assert(bt2c.json_parse(' {"a": [1, -2.5e3, true, false, null], "s": "x\\u00e9\\ud83d\\ude00\\n", "o": {}} '))
+    local v = assert(bt2c.json_parse(' {"a": [1, -2.5e3, true, false, null], '
+      .. '"s": "x\\u00e9\\ud83d\\ude00\\n", "o": {}} '))
     assert.same({ 1, -2500, true, false, bt2c.null }, v.a)
     assert.equal("x\u{e9}\u{1f600}\n", v.s)
     assert.same({}, v.o)
