@@ -452,3 +452,160 @@ void json_write_string(struct buf *b, const char *s, size_t len) {
   buf_append(b, s + len - run, run);
   buf_append(b, "\"", 1);
 }
+
+void json_write_value(struct buf *b, const struct json_value *v) {
+  switch (v->type) {
+    case JSON_NULL: buf_append(b, "null", 4); break;
+    case JSON_BOOL: buf_append(b, v->b ? "true" : "false", v->b ? 4 : 5); break;
+    case JSON_NUMBER:
+      if (v->num == floor(v->num) && fabs(v->num) < 9007199254740992.0)
+        buf_appendf(b, "%.0f", v->num);
+      else
+        buf_appendf(b, "%.17g", v->num);
+      break;
+    case JSON_STRING: json_write_string(b, v->str, v->len); break;
+    case JSON_ARRAY:
+      buf_append(b, "[", 1);
+      for (size_t i = 0; i < v->len; i++) {
+        if (i) buf_append(b, ",", 1);
+        json_write_value(b, v->items[i]);
+      }
+      buf_append(b, "]", 1);
+      break;
+    case JSON_OBJECT:
+      buf_append(b, "{", 1);
+      for (size_t i = 0; i < v->len; i++) {
+        if (i) buf_append(b, ",", 1);
+        json_write_string(b, v->members[i].key, v->members[i].key_len);
+        buf_append(b, ":", 1);
+        json_write_value(b, v->members[i].value);
+      }
+      buf_append(b, "}", 1);
+      break;
+  }
+}
+
+/* ---- validation without a tree ---------------------------------------- */
+
+/* Skips a string starting at its opening quote; returns the position after
+ * the closing quote, or NULL. */
+static const char *skip_string(const char *s, const char *end) {
+  s++;
+  while (s < end) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"') return s + 1;
+    if (c < 0x20) return NULL;
+    if (c == '\\') {
+      if (end - s < 2) return NULL;
+      char e = s[1];
+      if (e == 'u') {
+        unsigned cp, lo;
+        if (end - s < 6 || hex4(s + 2, &cp) != 0) return NULL;
+        s += 6;
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+          if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || hex4(s + 2, &lo) != 0 || lo < 0xdc00 ||
+              lo > 0xdfff)
+            return NULL;
+          s += 6;
+        } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+          return NULL;
+        }
+        continue;
+      }
+      if (!strchr("\"\\/bfnrt", e) || e == '\0') return NULL;
+      s += 2;
+      continue;
+    }
+    size_t k = utf8_seq((const unsigned char *)s, (const unsigned char *)end);
+    if (k == 0) return NULL;
+    s += k;
+  }
+  return NULL;
+}
+
+static const char *skip_number(const char *s, const char *end) {
+  if (s < end && *s == '-') s++;
+  if (s >= end) return NULL;
+  if (*s == '0') s++;
+  else if (*s >= '1' && *s <= '9') while (s < end && *s >= '0' && *s <= '9') s++;
+  else return NULL;
+  if (s < end && *s == '.') {
+    s++;
+    if (s >= end || *s < '0' || *s > '9') return NULL;
+    while (s < end && *s >= '0' && *s <= '9') s++;
+  }
+  if (s < end && (*s == 'e' || *s == 'E')) {
+    s++;
+    if (s < end && (*s == '+' || *s == '-')) s++;
+    if (s >= end || *s < '0' || *s > '9') return NULL;
+    while (s < end && *s >= '0' && *s <= '9') s++;
+  }
+  return s;
+}
+
+static const char *skip_ws_p(const char *s, const char *end) {
+  while (s < end && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) s++;
+  return s;
+}
+
+/* An explicit stack of open containers replaces recursion: '{' or '['. */
+bool json_valid(const char *text, size_t len) {
+  const char *s = text, *end = text + len;
+  char stack[JSON_MAX_DEPTH];
+  int depth = 0;
+  s = skip_ws_p(s, end);
+  for (;;) {
+    /* expect a value */
+    if (s >= end) return false;
+    switch (*s) {
+      case '{':
+      case '[': {
+        if (depth == JSON_MAX_DEPTH) return false;
+        char open = *s;
+        stack[depth++] = open;
+        s = skip_ws_p(s + 1, end);
+        if (s < end && *s == (open == '{' ? '}' : ']')) {
+          depth--;
+          s++;
+          goto after_value;
+        }
+        if (open == '{') {
+          if (s >= end || *s != '"' || (s = skip_string(s, end)) == NULL) return false;
+          s = skip_ws_p(s, end);
+          if (s >= end || *s != ':') return false;
+          s = skip_ws_p(s + 1, end);
+        }
+        continue;
+      }
+      case '"': s = skip_string(s, end); break;
+      case 't': s = (end - s >= 4 && memcmp(s, "true", 4) == 0) ? s + 4 : NULL; break;
+      case 'f': s = (end - s >= 5 && memcmp(s, "false", 5) == 0) ? s + 5 : NULL; break;
+      case 'n': s = (end - s >= 4 && memcmp(s, "null", 4) == 0) ? s + 4 : NULL; break;
+      default: s = skip_number(s, end); break;
+    }
+    if (s == NULL) return false;
+  after_value:
+    s = skip_ws_p(s, end);
+    while (depth > 0) {
+      if (s >= end) return false;
+      char open = stack[depth - 1];
+      if (*s == ',') {
+        s = skip_ws_p(s + 1, end);
+        if (open == '{') {
+          if (s >= end || *s != '"' || (s = skip_string(s, end)) == NULL) return false;
+          s = skip_ws_p(s, end);
+          if (s >= end || *s != ':') return false;
+          s = skip_ws_p(s + 1, end);
+        }
+        break; /* next value */
+      }
+      if (*s == (open == '{' ? '}' : ']')) {
+        depth--;
+        s = skip_ws_p(s + 1, end);
+        continue;
+      }
+      return false;
+    }
+    if (depth == 0) return s == end;
+  }
+}

@@ -55,5 +55,11 @@ bool json_get_int(const struct json_value *v, const char *key, long long min, lo
 
 /* Appends s as a JSON string literal (quotes included). */
 void json_write_string(struct buf *b, const char *s, size_t len);
+/* Appends v as compact JSON. */
+void json_write_value(struct buf *b, const struct json_value *v);
+
+/* True if text is exactly one valid JSON value (same rules as json_parse,
+ * without building anything: one pass, no allocation). */
+bool json_valid(const char *text, size_t len);
 
 #endif
