@@ -179,6 +179,8 @@ describe("console", function()
       pending("needs root to act as another user")
       return
     end
+    -- let the other user reach the socket file, so only its own mode stops it
+    assert.is_true(sys.chmod(node.dir, tonumber("711", 8)))
     local ok, why = sys.unix_probe_as(65534, node.socket, frame("eval", "return 1"))
     assert.is_false(ok)
     assert.matches("Permission denied", why, 1, true)
@@ -186,6 +188,7 @@ describe("console", function()
     assert.is_true(sys.chmod(node.socket, tonumber("666", 8)))
     ok, why = sys.unix_probe_as(65534, node.socket, frame("eval", "return 1"))
     sys.chmod(node.socket, tonumber("600", 8))
+    sys.chmod(node.dir, tonumber("700", 8))
     assert.is_true(ok)
     assert.matches("permission denied", why, 1, true)
     assert.truthy(node:wait_log("event=console_refused uid=65534", 2))
