@@ -2,6 +2,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -52,7 +53,9 @@ static const struct lws_protocols internal_protocols[] = {
 
 int loop_init(struct loop *l) {
   memset(l, 0, sizeof *l);
-  lws_set_log_level(LLL_ERR | LLL_WARN | (log_enabled(LV_DEBUG) ? LLL_NOTICE : 0), lws_log_emit);
+  int lws_levels = LLL_ERR | LLL_WARN | (log_enabled(LV_DEBUG) ? LLL_NOTICE : 0);
+  if (getenv("BT2C_LWS_DEBUG")) lws_levels |= LLL_INFO | LLL_DEBUG | LLL_CLIENT | LLL_HEADER;
+  lws_set_log_level(lws_levels, lws_log_emit);
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
   info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;

@@ -10,6 +10,7 @@
 void ltest_sys(lua_State *L);    /* processes, sockets, clocks for functional specs */
 void ltest_conf(lua_State *L);   /* configuration loading */
 void ltest_policy(lua_State *L); /* policy host and sandbox */
+void ltest_peerstore(lua_State *L); /* peer store (sqlite) */
 void ltest_wire(lua_State *L);   /* envelope codec, JSON reader, identity */
 
 #endif

@@ -11,6 +11,7 @@ int luaopen_bt2c(lua_State *L) {
   ltest_sys(L);
   ltest_conf(L);
   ltest_policy(L);
+  ltest_peerstore(L);
   ltest_wire(L);
   return 1;
 }

@@ -9,6 +9,7 @@
 
 #include "console.h"
 #include "lconsole.h"
+#include "lnetwork.h"
 #include "log.h"
 #include "policy.h"
 
@@ -71,11 +72,14 @@ int node_start(struct node *n, struct conf *conf) {
     conf_errors_free(&errs);
     goto fail;
   }
+  if (netmgr_start(&n->net, c, &n->loop, n->policy) != 0) goto fail;
+  n->net_started = true;
+  lnetwork_open(n->L, n);
   n->console = console_start(&n->loop, n->L, c->consoleSocket, c->consoleTimeout);
   if (n->console == NULL) goto fail;
 
-  log_at(LV_INFO, "node_started", "version=%s config=%s dataDir=%s networkId=%s policies=%lu",
-         BT2C_VERSION, c->path ? c->path : "(defaults)", c->dataDir, c->networkId,
+  log_at(LV_INFO, "node_started", "version=%s nodeId=%s config=%s dataDir=%s policies=%lu",
+         BT2C_VERSION, n->net.me.id_hex, c->path ? c->path : "(defaults)", c->dataDir,
          policy_generation(n->policy));
   return 0;
 fail:
@@ -83,10 +87,23 @@ fail:
   return -1;
 }
 
+/* Lets the loop send the close frames, for at most a second. */
+static void drain_connections(struct node *n) {
+  netmgr_close_all(&n->net, 1001, "node shutting down");
+  double deadline = log_monotonic() + 1.0;
+  while (!netmgr_idle(&n->net) && log_monotonic() < deadline)
+    if (lws_service(n->loop.ctx, 0) < 0) break;
+}
+
 void node_stop(struct node *n) {
   n->stopping = true;
   console_stop(n->console);
   n->console = NULL;
+  if (n->net_started) {
+    drain_connections(n);
+    netmgr_stop(&n->net);
+    n->net_started = false;
+  }
   policy_host_free(n->policy);
   n->policy = NULL;
   lconsole_close(n->L);

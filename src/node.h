@@ -13,6 +13,7 @@
 
 #include "conf.h"
 #include "loop.h"
+#include "netmgr.h"
 
 struct policy_host;
 struct console;
@@ -21,6 +22,8 @@ struct node {
   struct conf conf;
   struct loop loop;
   struct policy_host *policy;
+  struct netmgr net;
+  bool net_started;
   lua_State *L; /* trusted state: console, node Lua */
   struct console *console;
   double started; /* monotonic seconds */

@@ -1,0 +1,241 @@
+/* control: see control.h. */
+#include "control.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "json.h"
+#include "log.h"
+#include "netmgr.h"
+#include "peerstore.h"
+
+#define PING_MAX_PAYLOAD 256
+#define EXCHANGE_MAX_PAYLOAD (64u << 10)
+#define EXCHANGE_MAX_ENTRIES 64
+#define EXCHANGE_REQUEST_MAX 32
+#define PING_RATE 10.0   /* answered per second... */
+#define PING_BURST 20.0  /* ...with bursts of */
+#define PING_EXCESS_LIMIT 50 /* unanswered pings before the peer is closed */
+#define EXCHANGE_SPACING 10.0 /* seconds between requests we answer per peer */
+#define FIRST_EXCHANGE_DELAY 0.2
+
+void control_request_peers(struct netmgr *nm, struct peer *p) {
+  struct buf b = {0};
+  buf_appendf(&b, "{\"request\":true,\"max\":%d}", EXCHANGE_REQUEST_MAX);
+  p->exchange_requested = true;
+  netmgr_send_json(nm, p, MSG_PEER_EXCHANGE, &b);
+  buf_free(&b);
+}
+
+void control_on_established(struct netmgr *nm, struct peer *p) {
+  double now = log_monotonic();
+  p->next_ping = now + nm->conf->pingInterval / 1000.0;
+  p->next_exchange = now + FIRST_EXCHANGE_DELAY;
+  p->last_rx = now;
+}
+
+static void send_ping(struct netmgr *nm, struct peer *p, double now) {
+  uint64_t nonce;
+  RAND_bytes((unsigned char *)&nonce, sizeof nonce);
+  nonce &= (1ULL << 53) - 1; /* exact in a JSON number */
+  p->ping_nonce = nonce;
+  p->ping_sent_at = now;
+  struct buf b = {0};
+  buf_appendf(&b, "{\"nonce\":%llu,\"pong\":false}", (unsigned long long)nonce);
+  netmgr_send_json(nm, p, MSG_PEER_PING, &b);
+  buf_free(&b);
+}
+
+void control_tick(struct netmgr *nm, double now) {
+  double interval = nm->conf->pingInterval / 1000.0;
+  double discovery = nm->conf->peerDiscoveryInterval / 1000.0;
+  for (struct peer *p = nm->peers; p; p = p->next) {
+    if (p->state != PEER_ESTABLISHED) continue;
+    if (now - p->last_rx > 3 * interval) {
+      char label[64];
+      log_at(LV_INFO, "peer_unresponsive", "peer=%s silent_s=%.1f", peer_label(p, label, sizeof label),
+             now - p->last_rx);
+      transport_close(p, 4008, "unresponsive");
+      netmgr_unestablish(nm, p);
+      continue;
+    }
+    if (now >= p->next_ping) {
+      p->next_ping = now + interval;
+      send_ping(nm, p, now);
+    }
+    if (now >= p->next_exchange) {
+      p->next_exchange = now + discovery;
+      control_request_peers(nm, p);
+    }
+  }
+}
+
+static int invalid(struct netmgr *nm, struct peer *p, const char *why, int code) {
+  char label[64];
+  nm->stats.invalid_messages++;
+  log_at(LV_INFO, "invalid_message", "peer=%s why=%s", peer_label(p, label, sizeof label), why);
+  if (code) {
+    transport_close(p, code, why);
+    netmgr_unestablish(nm, p);
+    return -1;
+  }
+  return 0;
+}
+
+static int on_ping(struct netmgr *nm, struct peer *p, const struct envelope *e) {
+  if (e->payload_len > PING_MAX_PAYLOAD) return invalid(nm, p, "ping larger than 256 bytes", 4012);
+  struct json_doc doc;
+  char err[96];
+  if (json_parse((const char *)e->payload, e->payload_len, &doc, err, sizeof err) != 0)
+    return invalid(nm, p, "ping is not valid JSON", 4012);
+  long long nonce;
+  const struct json_value *pong = json_get(doc.root, "pong");
+  bool ok = json_get_int(doc.root, "nonce", 0, (1LL << 53), &nonce) && pong && pong->type == JSON_BOOL;
+  bool is_pong = ok && pong->b;
+  json_free(&doc);
+  if (!ok) return invalid(nm, p, "ping without an integer nonce and a boolean pong", 4012);
+  double now = log_monotonic();
+  if (is_pong) {
+    if (p->ping_sent_at > 0 && (uint64_t)nonce == p->ping_nonce) {
+      p->rtt_ms = (now - p->ping_sent_at) * 1000.0;
+      p->rtt_avg_ms = p->rtt_avg_ms > 0 ? 0.8 * p->rtt_avg_ms + 0.2 * p->rtt_ms : p->rtt_ms;
+      p->ping_sent_at = 0;
+    }
+    return 0;
+  }
+  if (!rate_allow(&p->ping_rate, PING_RATE, PING_BURST, now)) {
+    if (++p->ping_excess > PING_EXCESS_LIMIT) return invalid(nm, p, "ping flood", 4011);
+    return 0;
+  }
+  struct buf b = {0};
+  buf_appendf(&b, "{\"nonce\":%lld,\"pong\":true}", nonce);
+  netmgr_send_json(nm, p, MSG_PEER_PING, &b);
+  buf_free(&b);
+  return 0;
+}
+
+struct reply {
+  struct buf b;
+  int n, max;
+  const struct peer *asker;
+  struct netmgr *nm;
+  char seen[EXCHANGE_MAX_ENTRIES][ENV_NODE_ID_LEN * 2 + 1];
+};
+
+static bool reply_has(const struct reply *r, const char *id) {
+  for (int i = 0; i < r->n; i++)
+    if (strcmp(r->seen[i], id) == 0) return true;
+  return false;
+}
+
+static void reply_add(struct reply *r, const char *id, const char *url, double last_seen_ms,
+                      bool validator) {
+  if (r->n >= r->max || !url[0] || reply_has(r, id) || strcmp(id, r->asker->id_hex) == 0) return;
+  snprintf(r->seen[r->n], sizeof r->seen[0], "%s", id);
+  buf_appendf(&r->b, "%s{\"nodeId\":\"%s\",\"address\":", r->n ? "," : "", id);
+  json_write_string(&r->b, url, strlen(url));
+  buf_appendf(&r->b, ",\"lastSeen\":%.0f,\"validator\":%s}", last_seen_ms,
+              validator ? "true" : "false");
+  r->n++;
+}
+
+static void answer_exchange(struct netmgr *nm, struct peer *p, int max) {
+  struct reply r = {.max = max, .asker = p, .nm = nm};
+  buf_appendf(&r.b, "{\"response\":true,\"peers\":[");
+  double now_ms = netmgr_wallclock_ms();
+  /* Connected peers first: they were reachable a moment ago. */
+  for (struct peer *q = nm->peers; q && r.n < max; q = q->next) {
+    if (q->state != PEER_ESTABLISHED || q == p) continue;
+    char url[128];
+    netmgr_peer_url(q, url, sizeof url);
+    reply_add(&r, q->id_hex, url, now_ms, netmgr_is_validator(nm, q));
+  }
+  if (nm->store && r.n < max) {
+    struct peer_record recs[EXCHANGE_MAX_ENTRIES];
+    int n = peerstore_best(nm->store, recs, max, now_ms / 1000.0);
+    for (int i = 0; i < n; i++)
+      reply_add(&r, recs[i].node_id, recs[i].addrs[0], recs[i].last_seen * 1000.0, false);
+  }
+  buf_appendf(&r.b, "]}");
+  netmgr_send_json(nm, p, MSG_PEER_EXCHANGE, &r.b);
+  buf_free(&r.b);
+}
+
+/* An address from another node: ws:// or wss:// with a host and a port. */
+static bool address_ok(const char *url) {
+  bool tls;
+  char host[256];
+  int port;
+  if (strlen(url) >= PEERSTORE_ADDR_LEN) return false;
+  if (transport_parse_url(url, &tls, host, sizeof host, &port) != 0) return false;
+  if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) return false;
+  for (const char *c = host; *c; c++)
+    if (!(isalnum((unsigned char)*c) || *c == '.' || *c == '-' || *c == ':' || *c == '_'))
+      return false;
+  return true;
+}
+
+static int learn_peers(struct netmgr *nm, struct peer *p, const struct json_value *list) {
+  if (list == NULL || list->type != JSON_ARRAY) return invalid(nm, p, "exchange response without a peers list", 4012);
+  if (list->len > EXCHANGE_MAX_ENTRIES) return invalid(nm, p, "exchange response with more than 64 peers", 4012);
+  double now = netmgr_wallclock_ms() / 1000.0;
+  int learned = 0, dropped = 0;
+  for (size_t i = 0; i < list->len; i++) {
+    const struct json_value *e = list->items[i];
+    const struct json_value *id = json_get_string(e, "nodeId");
+    const struct json_value *addr = json_get_string(e, "address");
+    uint8_t raw[ENV_NODE_ID_LEN];
+    if (id == NULL || addr == NULL || hex_decode(id->str, id->len, raw, sizeof raw) != 0 ||
+        !address_ok(addr->str) || memcmp(raw, nm->me.id, sizeof raw) == 0) {
+      dropped++;
+      continue;
+    }
+    char hex[ENV_NODE_ID_LEN * 2 + 1];
+    hex_encode(raw, sizeof raw, hex); /* normalise case */
+    if (nm->store && peerstore_add_address(nm->store, hex, addr->str, "exchange", now) == 0)
+      learned++;
+  }
+  char label[64];
+  log_at(LV_DEBUG, "peers_learned", "peer=%s learned=%d dropped=%d", peer_label(p, label, sizeof label),
+         learned, dropped);
+  return 0;
+}
+
+static int on_exchange(struct netmgr *nm, struct peer *p, const struct envelope *e) {
+  if (e->payload_len > EXCHANGE_MAX_PAYLOAD) return invalid(nm, p, "exchange larger than 64 KiB", 4012);
+  struct json_doc doc;
+  char err[96];
+  if (json_parse((const char *)e->payload, e->payload_len, &doc, err, sizeof err) != 0)
+    return invalid(nm, p, "exchange is not valid JSON", 4012);
+  int rc = 0;
+  const struct json_value *req = json_get(doc.root, "request");
+  const struct json_value *resp = json_get(doc.root, "response");
+  if (req && req->type == JSON_BOOL && req->b) {
+    long long max = EXCHANGE_REQUEST_MAX;
+    if (json_get(doc.root, "max") && !json_get_int(doc.root, "max", 1, EXCHANGE_MAX_ENTRIES, &max)) {
+      rc = invalid(nm, p, "exchange request max must be 1..64", 4012);
+    } else if (!rate_allow(&p->exchange_rate, 1.0 / EXCHANGE_SPACING, 1, log_monotonic())) {
+      nm->stats.invalid_messages++; /* too frequent: ignored, counted */
+    } else {
+      answer_exchange(nm, p, (int)max);
+    }
+  } else if (resp && resp->type == JSON_BOOL && resp->b) {
+    if (!p->exchange_requested) {
+      nm->stats.invalid_messages++; /* unsolicited: ignored, counted */
+    } else {
+      p->exchange_requested = false;
+      rc = learn_peers(nm, p, json_get(doc.root, "peers"));
+    }
+  } else {
+    rc = invalid(nm, p, "exchange is neither a request nor a response", 4012);
+  }
+  json_free(&doc);
+  return rc;
+}
+
+int control_on_message(struct netmgr *nm, struct peer *p, const struct envelope *e) {
+  return e->type == MSG_PEER_PING ? on_ping(nm, p, e) : on_exchange(nm, p, e);
+}

@@ -1,0 +1,675 @@
+/* netmgr: see netmgr.h. Connections, the handshake flow, limits, events.
+ * Dialling and peer exchange are in netmgr_dial.c and control.c. */
+#include "netmgr.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
+
+#include "control.h"
+#include "json.h"
+#include "log.h"
+#include "netmgr_dial.h"
+#include "peerstore.h"
+#include "policy.h"
+
+#define TICK_MS 100
+#define FLUSH_SECONDS 2.0
+
+double netmgr_wallclock_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ---- the id table of established peers --------------------------------- */
+
+static unsigned id_hash(const uint8_t id[ENV_NODE_ID_LEN], unsigned cap) {
+  return ((unsigned)id[0] << 24 | (unsigned)id[1] << 16 | (unsigned)id[2] << 8 | id[3]) &
+         (cap - 1);
+}
+
+static void table_insert(struct netmgr *nm, struct peer *p) {
+  unsigned n = (unsigned)(nm->n_inbound + nm->n_outbound);
+  if (nm->table == NULL || n + 1 > nm->table_cap / 2) {
+    unsigned cap = nm->table_cap ? nm->table_cap * 2 : 64;
+    struct peer **t = calloc(cap, sizeof *t);
+    if (t == NULL) abort();
+    for (unsigned i = 0; i < nm->table_cap; i++) {
+      struct peer *q = nm->table[i];
+      while (q) {
+        struct peer *nx = q->hnext;
+        unsigned h = id_hash(q->id, cap);
+        q->hnext = t[h];
+        t[h] = q;
+        q = nx;
+      }
+    }
+    free(nm->table);
+    nm->table = t;
+    nm->table_cap = cap;
+  }
+  unsigned h = id_hash(p->id, nm->table_cap);
+  p->hnext = nm->table[h];
+  nm->table[h] = p;
+}
+
+static void table_remove(struct netmgr *nm, struct peer *p) {
+  if (nm->table == NULL) return;
+  for (struct peer **q = &nm->table[id_hash(p->id, nm->table_cap)]; *q; q = &(*q)->hnext) {
+    if (*q == p) {
+      *q = p->hnext;
+      p->hnext = NULL;
+      return;
+    }
+  }
+}
+
+struct peer *netmgr_find(const struct netmgr *nm, const uint8_t id[ENV_NODE_ID_LEN]) {
+  if (nm->table == NULL) return NULL;
+  for (struct peer *q = nm->table[id_hash(id, nm->table_cap)]; q; q = q->hnext)
+    if (memcmp(q->id, id, ENV_NODE_ID_LEN) == 0) return q;
+  return NULL;
+}
+
+struct peer *netmgr_find_hex(const struct netmgr *nm, const char *id_hex) {
+  uint8_t id[ENV_NODE_ID_LEN];
+  if (id_hex == NULL || hex_decode(id_hex, strlen(id_hex), id, sizeof id) != 0) return NULL;
+  return netmgr_find(nm, id);
+}
+
+/* ---- the list of all connections --------------------------------------- */
+
+static void list_add(struct netmgr *nm, struct peer *p) {
+  p->serial = ++nm->next_serial;
+  p->next = nm->peers;
+  p->prev = NULL;
+  if (nm->peers) nm->peers->prev = p;
+  nm->peers = p;
+}
+
+static void list_remove(struct netmgr *nm, struct peer *p) {
+  if (p->prev) p->prev->next = p->next;
+  else nm->peers = p->next;
+  if (p->next) p->next->prev = p->prev;
+  p->next = p->prev = NULL;
+}
+
+struct peer *netmgr_new_peer(struct netmgr *nm, bool inbound) {
+  struct peer *p = peer_new(nm, inbound);
+  if (p == NULL) return NULL;
+  list_add(nm, p);
+  return p;
+}
+
+/* Forgets p entirely (its connection is already gone). */
+void netmgr_release(struct netmgr *nm, struct peer *p) {
+  loop_timer_stop(&p->timer);
+  list_remove(nm, p);
+  peer_free(p);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+struct msgbuf *netmgr_encode(struct netmgr *nm, int type, const char *payload, size_t len) {
+  struct msgbuf *m = msgbuf_new(env_wire_len(0, 0, len));
+  if (m == NULL) return NULL;
+  struct envelope e;
+  memset(&e, 0, sizeof e);
+  e.type = (uint8_t)type;
+  memcpy(e.origin, nm->me.id, ENV_NODE_ID_LEN);
+  env_message_id(e.type, payload, len, e.id);
+  e.payload = (const uint8_t *)payload;
+  e.payload_len = (uint32_t)len;
+  env_encode(m->data, &e);
+  m->type = (uint8_t)type;
+  return m;
+}
+
+/* Queues m for p; a peer that cannot take it is closed. */
+void netmgr_queue(struct netmgr *nm, struct peer *p, struct msgbuf *m) {
+  if (p->state == PEER_CLOSING) return;
+  int rc = peer_enqueue(p, m);
+  if (rc < 0) {
+    transport_close(p, 4009, "send queue overflow");
+    return;
+  }
+  if (rc > 0) {
+    nm->stats.dropped_sends++;
+    return;
+  }
+  nm->stats.msgs_out[m->type]++;
+  nm->stats.bytes_out[m->type] += m->len;
+  transport_want_write(p);
+}
+
+void netmgr_send_json(struct netmgr *nm, struct peer *p, int type, const struct buf *b) {
+  struct msgbuf *m = netmgr_encode(nm, type, b->data, b->len);
+  if (m == NULL) return;
+  netmgr_queue(nm, p, m);
+  msgbuf_unref(m);
+}
+
+int netmgr_send(struct netmgr *nm, struct peer *target, int type, const char *payload,
+                size_t len) {
+  if (type < MSG_BLOCK || type >= MSG_TYPE_COUNT) return -1;
+  if (len > nm->conf->maxMessageSize - ENV_HEADER_LEN || !json_valid(payload, len)) return -1;
+  struct msgbuf *m = netmgr_encode(nm, type, payload, len);
+  if (m == NULL) return -1;
+  int n = 0;
+  for (struct peer *p = nm->peers; p; p = p->next) {
+    if (p->state != PEER_ESTABLISHED || (target && p != target)) continue;
+    netmgr_queue(nm, p, m);
+    n++;
+  }
+  msgbuf_unref(m);
+  return n;
+}
+
+/* ---- handshake ----------------------------------------------------------- */
+
+static void on_handshake_timeout(struct loop_timer *t) {
+  struct peer *p = t->user;
+  if (p->state == PEER_HANDSHAKING) {
+    char label[64];
+    log_at(LV_INFO, "handshake_timeout", "peer=%s remote=%s after_ms=%d",
+           peer_label(p, label, sizeof label), p->remote, p->nm->conf->handshakeTimeout);
+    p->nm->stats.handshakes_failed++;
+    transport_close(p, 4007, "handshake timeout");
+  }
+}
+
+static void send_hello(struct netmgr *nm, struct peer *p) {
+  RAND_bytes(p->my_nonce, sizeof p->my_nonce);
+  struct buf b = {0};
+  const struct conf *c = nm->conf;
+  struct buf meta = {0};
+  buf_appendf(&meta, "{\"version\":");
+  json_write_string(&meta, c->metaVersion ? c->metaVersion : "", c->metaVersion ? strlen(c->metaVersion) : 0);
+  buf_appendf(&meta, ",\"isValidator\":%s}", c->isValidator ? "true" : "false");
+  hs_hello_write(&b, &nm->me, c->networkId, p->my_nonce, netmgr_wallclock_ms(),
+                 nm->tr.listen_port, meta.data, 0);
+  netmgr_send_json(nm, p, MSG_PEER_HANDSHAKE, &b);
+  buf_free(&b);
+  buf_free(&meta);
+}
+
+static void start_handshake(struct netmgr *nm, struct peer *p) {
+  p->state = PEER_HANDSHAKING;
+  nm->n_handshaking++;
+  p->timer.user = p;
+  loop_timer_start(nm->loop, &p->timer, nm->conf->handshakeTimeout, on_handshake_timeout);
+  send_hello(nm, p);
+}
+
+struct peer *netmgr_inbound_opened(struct netmgr *nm, struct lws *wsi, const char *remote) {
+  if (nm->stopping) return NULL;
+  struct peer *p = netmgr_new_peer(nm, true);
+  if (p == NULL) return NULL;
+  p->wsi = wsi;
+  snprintf(p->remote, sizeof p->remote, "%s", remote);
+  snprintf(p->dial_source, sizeof p->dial_source, "inbound");
+  nm->stats.accepted++;
+  start_handshake(nm, p);
+  return p;
+}
+
+void netmgr_outbound_opened(struct netmgr *nm, struct peer *p) {
+  nm->n_dialing--;
+  start_handshake(nm, p);
+}
+
+void netmgr_peer_url(const struct peer *p, char *out, size_t cap) {
+  if (!p->inbound) {
+    snprintf(out, cap, "%s", p->url);
+    return;
+  }
+  out[0] = '\0';
+  if (p->hello.listen_port <= 0) return;
+  char ip[64];
+  snprintf(ip, sizeof ip, "%s", p->remote);
+  char *colon = strrchr(ip, ':');
+  if (colon == NULL) return;
+  *colon = '\0'; /* an IPv6 remote keeps its brackets */
+  snprintf(out, cap, "ws://%s:%d", ip, p->hello.listen_port);
+}
+
+/* The stored score of a node (0 if never seen). */
+static double stored_score(const struct netmgr *nm, const char *id_hex) {
+  struct peer_record r;
+  return (nm->store && peerstore_get(nm->store, id_hex, &r) == 0) ? r.score : 0;
+}
+
+bool netmgr_is_validator(const struct netmgr *nm, const struct peer *p) {
+  (void)nm;
+  (void)p;
+  return false; /* validators are authenticated against the validator set (not yet kept) */
+}
+
+/* The inbound peer a newcomer may replace: neither persistent, validator nor
+ * trusted, and with the lowest score; NULL if there is none. */
+static struct peer *eviction_candidate(struct netmgr *nm, double *score) {
+  struct policy_scoring_params sp;
+  policy_scoring_params(nm->policy, &sp);
+  struct peer *worst = NULL;
+  double worst_score = 0;
+  for (struct peer *q = nm->peers; q; q = q->next) {
+    if (q->state != PEER_ESTABLISHED || !q->inbound || q->persistent ||
+        netmgr_is_validator(nm, q))
+      continue;
+    double s = stored_score(nm, q->id_hex);
+    if (s >= sp.trusted) continue;
+    if (worst == NULL || s < worst_score || (s == worst_score && q->established_at > worst->established_at)) {
+      worst = q;
+      worst_score = s;
+    }
+  }
+  *score = worst_score;
+  return worst;
+}
+
+static void refuse(struct netmgr *nm, struct peer *p, int code, const char *why) {
+  char label[64];
+  log_at(LV_INFO, "handshake_refused", "peer=%s remote=%s code=%d why=%s",
+         peer_label(p, label, sizeof label), p->remote, code, why);
+  nm->stats.handshakes_failed++;
+  if (code >= 4000 && code < 4016) nm->stats.refused[code - 4000]++;
+  transport_close(p, code, why);
+}
+
+/* Which of two connections to the same node survives: the one dialled by
+ * the node with the smaller id (both ends compute the same answer). */
+static bool keep_first(const struct netmgr *nm, const struct peer *a, const struct peer *b) {
+  const uint8_t *da = a->inbound ? a->id : nm->me.id;
+  const uint8_t *db = b->inbound ? b->id : nm->me.id;
+  int c = memcmp(da, db, ENV_NODE_ID_LEN);
+  if (c == 0) return true; /* same direction twice: keep the older */
+  return c < 0;
+}
+
+static void record_connection(struct netmgr *nm, struct peer *p) {
+  if (nm->store == NULL) return;
+  struct peer_record r;
+  double now = netmgr_wallclock_ms() / 1000.0;
+  if (peerstore_get(nm->store, p->id_hex, &r) != 0) {
+    memset(&r, 0, sizeof r);
+    memcpy(r.node_id, p->id_hex, sizeof r.node_id);
+    r.first_seen = now;
+    snprintf(r.source, sizeof r.source, "%s", p->dial_source);
+  }
+  memcpy(r.pubkey, p->hello.pub, sizeof r.pubkey);
+  r.has_pubkey = true;
+  r.last_seen = r.last_connected = now;
+  r.failures = 0;
+  peerstore_put(nm->store, &r);
+  char url[128];
+  netmgr_peer_url(p, url, sizeof url);
+  if (url[0]) peerstore_add_address(nm->store, p->id_hex, url, p->dial_source, now);
+}
+
+static void finish_handshake(struct netmgr *nm, struct peer *p) {
+  const struct conf *c = nm->conf;
+  double now_s = netmgr_wallclock_ms() / 1000.0;
+  struct peer_record rec;
+  if (nm->store && peerstore_get(nm->store, p->id_hex, &rec) == 0 && rec.ban_until > now_s) {
+    refuse(nm, p, 4010, "banned");
+    return;
+  }
+  struct policy_handshake in = {
+      .node_id = p->id_hex,
+      .address = p->remote,
+      .inbound = p->inbound,
+      .protocol_version = p->hello.version,
+      .network_id = p->hello.network_id,
+      .local_network_id = c->networkId,
+      .clock_skew_ms = p->clock_skew_ms,
+      .metadata_json = p->hello.metadata_json,
+  };
+  char reason[128] = "";
+  if (!policy_handshake_validate(nm->policy, &in, reason, sizeof reason)) {
+    refuse(nm, p, 4003, reason[0] ? reason : "refused by policy");
+    return;
+  }
+  struct peer *other = netmgr_find(nm, p->id);
+  if (other) {
+    if (keep_first(nm, other, p)) {
+      refuse(nm, p, 4005, "duplicate connection");
+      return;
+    }
+    refuse(nm, other, 4005, "duplicate connection");
+    netmgr_unestablish(nm, other);
+  }
+  int total = nm->n_inbound + nm->n_outbound;
+  if (p->inbound && (nm->n_inbound >= c->maxInbound || total >= c->maxPeers)) {
+    double worst_score, mine = stored_score(nm, p->id_hex);
+    struct peer *victim = eviction_candidate(nm, &worst_score);
+    if (victim == NULL || worst_score >= mine) {
+      refuse(nm, p, 4006, "no free inbound slot");
+      return;
+    }
+    char label[64];
+    log_at(LV_INFO, "peer_evicted", "peer=%s score=%.2f for=%s score_new=%.2f",
+           peer_label(victim, label, sizeof label), worst_score, p->id_hex, mine);
+    transport_close(victim, 4006, "replaced by a better peer");
+    netmgr_unestablish(nm, victim);
+  } else if (!p->inbound && (nm->n_outbound >= c->maxOutbound || total >= c->maxPeers)) {
+    refuse(nm, p, 4006, "no free outbound slot");
+    return;
+  }
+
+  loop_timer_stop(&p->timer);
+  nm->n_handshaking--;
+  p->state = PEER_ESTABLISHED;
+  p->established_at = log_monotonic();
+  table_insert(nm, p);
+  p->counted = true;
+  if (p->inbound) nm->n_inbound++;
+  else nm->n_outbound++;
+  nm->stats.handshakes_ok++;
+  control_on_established(nm, p);
+  record_connection(nm, p);
+  dial_on_established(nm, p);
+
+  char label[64];
+  log_at(LV_INFO, "peer_connected", "peer=%s direction=%s remote=%s url=%s inbound=%d outbound=%d",
+         peer_label(p, label, sizeof label), p->inbound ? "inbound" : "outbound", p->remote,
+         p->url[0] ? p->url : "-", nm->n_inbound, nm->n_outbound);
+  if (nm->ev.connected) nm->ev.connected(nm->ev.ud, p);
+}
+
+/* Takes an established peer out of the counts and the id table (it is
+ * closing). */
+void netmgr_unestablish(struct netmgr *nm, struct peer *p) {
+  if (!p->counted) return;
+  p->counted = false;
+  table_remove(nm, p);
+  if (p->inbound) nm->n_inbound--;
+  else nm->n_outbound--;
+  p->state = PEER_CLOSING;
+}
+
+/* Handles one peer_handshake envelope; returns -1 if p is being closed. */
+static int on_handshake(struct netmgr *nm, struct peer *p, const struct envelope *e) {
+  struct hs_hello h;
+  uint8_t sig[ID_SIG_LEN];
+  int code = 0;
+  char why[160];
+  int step = hs_parse(e->payload, e->payload_len, e->origin, &h, sig, &code, why, sizeof why);
+  if (step < 0) {
+    refuse(nm, p, code, why);
+    return -1;
+  }
+  if (step == HS_STEP_HELLO) {
+    if (p->hello_received) {
+      hs_hello_free(&h);
+      refuse(nm, p, 4000, "second hello");
+      return -1;
+    }
+    p->hello = h;
+    p->hello_received = true;
+    memcpy(p->id, h.node_id, ENV_NODE_ID_LEN);
+    hex_encode(p->id, ENV_NODE_ID_LEN, p->id_hex);
+    p->clock_skew_ms = h.time_ms - netmgr_wallclock_ms();
+    if (h.version != HS_PROTOCOL_VERSION) {
+      refuse(nm, p, 4000, "unsupported protocol version");
+      return -1;
+    }
+    if (strcmp(h.network_id, nm->conf->networkId) != 0) {
+      refuse(nm, p, 4002, "wrong network");
+      return -1;
+    }
+    if (memcmp(p->id, nm->me.id, ENV_NODE_ID_LEN) == 0) {
+      refuse(nm, p, 4004, "connection to self");
+      return -1;
+    }
+    uint8_t t[HS_TRANSCRIPT_MAX];
+    const uint8_t *dialer_id = p->inbound ? p->id : nm->me.id;
+    const uint8_t *listener_id = p->inbound ? nm->me.id : p->id;
+    const uint8_t *dn = p->inbound ? p->hello.nonce : p->my_nonce;
+    const uint8_t *ln = p->inbound ? p->my_nonce : p->hello.nonce;
+    size_t tl = hs_transcript(t, !p->inbound, nm->conf->networkId, dialer_id, listener_id, dn, ln);
+    uint8_t mysig[ID_SIG_LEN];
+    if (identity_sign(&nm->me, t, tl, mysig) != 0) {
+      refuse(nm, p, 4000, "cannot sign");
+      return -1;
+    }
+    struct buf b = {0};
+    hs_auth_write(&b, mysig);
+    netmgr_send_json(nm, p, MSG_PEER_HANDSHAKE, &b);
+    buf_free(&b);
+    p->auth_sent = true;
+    return 0;
+  }
+  /* AUTH */
+  if (!p->hello_received) {
+    refuse(nm, p, 4000, "auth before hello");
+    return -1;
+  }
+  uint8_t t[HS_TRANSCRIPT_MAX];
+  const uint8_t *dialer_id = p->inbound ? p->id : nm->me.id;
+  const uint8_t *listener_id = p->inbound ? nm->me.id : p->id;
+  const uint8_t *dn = p->inbound ? p->hello.nonce : p->my_nonce;
+  const uint8_t *ln = p->inbound ? p->my_nonce : p->hello.nonce;
+  /* The peer signed in its own role. */
+  size_t tl = hs_transcript(t, p->inbound, nm->conf->networkId, dialer_id, listener_id, dn, ln);
+  if (!identity_verify(p->hello.pub, t, tl, sig)) {
+    refuse(nm, p, 4001, "bad handshake signature");
+    return -1;
+  }
+  finish_handshake(nm, p);
+  return p->state == PEER_ESTABLISHED ? 0 : -1;
+}
+
+/* ---- receiving ------------------------------------------------------------ */
+
+struct rx_ctx {
+  struct netmgr *nm;
+  struct peer *p;
+};
+
+static int on_envelope(const struct envelope *e, void *ud) {
+  struct rx_ctx *x = ud;
+  struct netmgr *nm = x->nm;
+  struct peer *p = x->p;
+  if (p->state == PEER_CLOSING) return 1;
+  nm->stats.msgs_in[e->type]++;
+  nm->stats.bytes_in[e->type] += env_wire_len(e->path_len, e->target != NULL, e->payload_len);
+  p->msgs_in++;
+  p->type_in[e->type]++;
+  if (p->state == PEER_HANDSHAKING) {
+    if (e->type != MSG_PEER_HANDSHAKE) {
+      nm->stats.invalid_messages++;
+      refuse(nm, p, 4000, "message before the handshake completed");
+      return 1;
+    }
+    return on_handshake(nm, p, e) < 0 ? 1 : 0;
+  }
+  switch (e->type) {
+    case MSG_PEER_HANDSHAKE:
+      nm->stats.invalid_messages++;
+      transport_close(p, 4000, "handshake message after the handshake");
+      return 1;
+    case MSG_PEER_PING:
+    case MSG_PEER_EXCHANGE:
+      return control_on_message(nm, p, e) < 0 ? 1 : 0;
+    default:
+      break;
+  }
+  if (!json_valid((const char *)e->payload, e->payload_len)) {
+    nm->stats.invalid_messages++;
+    char label[64];
+    log_at(LV_INFO, "invalid_message", "peer=%s type=%s why=%s", peer_label(p, label, sizeof label),
+           env_type_name(e->type), "payload is not valid JSON");
+    transport_close(p, 4012, "payload is not valid JSON");
+    return 1;
+  }
+  if (nm->ev.message && (nm->ev.message_mask & (1u << e->type))) nm->ev.message(nm->ev.ud, p, e);
+  return 0;
+}
+
+void netmgr_on_message(struct netmgr *nm, struct peer *p, const uint8_t *data, size_t len) {
+  p->last_rx = log_monotonic();
+  p->bytes_in += len;
+  struct rx_ctx x = {nm, p};
+  const char *why = NULL;
+  if (env_batch_each(data, len, on_envelope, &x, &why) < 0 && p->state != PEER_CLOSING) {
+    nm->stats.invalid_messages++;
+    char label[64], reason[100];
+    log_at(LV_INFO, "invalid_message", "peer=%s why=%s", peer_label(p, label, sizeof label), why);
+    snprintf(reason, sizeof reason, "malformed envelope: %s", why);
+    transport_close(p, 1002, reason);
+  }
+}
+
+/* ---- connection end ------------------------------------------------------ */
+
+void netmgr_dial_failed(struct netmgr *nm, struct peer *p, const char *why) {
+  nm->stats.dial_failures++;
+  log_at(LV_INFO, "dial_failed", "url=%s why=%s source=%s", p->url, why, p->dial_source);
+  dial_on_failed(nm, p);
+  if (p->state == PEER_DIALING) nm->n_dialing--;
+  else if (p->state == PEER_HANDSHAKING) nm->n_handshaking--;
+  if (p->in_dial) {
+    p->dial_failed = true; /* transport_dial reports it; the dialler frees p */
+    p->state = PEER_CLOSING;
+    return;
+  }
+  netmgr_release(nm, p);
+}
+
+void netmgr_on_closed(struct netmgr *nm, struct peer *p, int code, const char *reason) {
+  bool was_established = p->established_at > 0;
+  if (p->state == PEER_HANDSHAKING) nm->n_handshaking--;
+  else if (p->state == PEER_DIALING) nm->n_dialing--;
+  netmgr_unestablish(nm, p);
+  char label[64];
+  log_at(was_established ? LV_INFO : LV_DEBUG, "peer_disconnected",
+         "peer=%s remote=%s code=%d reason=%s by=%s", peer_label(p, label, sizeof label), p->remote,
+         code ? code : 1006, reason && reason[0] ? reason : "-", p->remote_close ? "peer" : "us");
+  if (was_established) {
+    if (nm->store) {
+      struct peer_record r;
+      if (peerstore_get(nm->store, p->id_hex, &r) == 0) {
+        r.last_seen = netmgr_wallclock_ms() / 1000.0;
+        peerstore_put(nm->store, &r);
+      }
+    }
+    if (nm->ev.disconnected) nm->ev.disconnected(nm->ev.ud, p);
+  }
+  dial_on_closed(nm, p, was_established);
+  netmgr_release(nm, p);
+}
+
+bool netmgr_allow_inbound(struct netmgr *nm, const char *ip) {
+  if (nm->stopping) return false;
+  double until = nm->store ? peerstore_address_banned(nm->store, ip, netmgr_wallclock_ms() / 1000.0) : 0;
+  if (until > 0) {
+    log_at(LV_INFO, "inbound_refused", "ip=%s why=%s", ip, "banned address");
+    nm->stats.refused[10]++;
+    return false;
+  }
+  return true;
+}
+
+int netmgr_disconnect(struct netmgr *nm, const char *id_hex, int code, const char *reason) {
+  struct peer *p = netmgr_find_hex(nm, id_hex);
+  if (p == NULL) return -1;
+  transport_close(p, code, reason);
+  netmgr_unestablish(nm, p);
+  return 0;
+}
+
+/* ---- periodic work and lifecycle ------------------------------------------- */
+
+static void on_tick(struct loop_timer *t) {
+  struct netmgr *nm = t->user;
+  double now = log_monotonic();
+  control_tick(nm, now);
+  dial_tick(nm, now);
+  if (nm->store && now >= nm->next_flush) {
+    nm->next_flush = now + FLUSH_SECONDS;
+    dial_save_anchors(nm);
+    peerstore_flush(nm->store);
+  }
+  loop_timer_start(nm->loop, &nm->tick, TICK_MS, on_tick);
+}
+
+int netmgr_start(struct netmgr *nm, struct conf *c, struct loop *l, struct policy_host *policy) {
+  memset(nm, 0, sizeof *nm);
+  nm->conf = c;
+  nm->loop = l;
+  nm->policy = policy;
+  char err[512];
+  if (identity_load_or_create(&nm->me, c->dataDir, err, sizeof err) != 0) {
+    log_at(LV_ERROR, "start_failed", "err=%s", err);
+    return -1;
+  }
+  if (c->nodeId && strcmp(c->nodeId, nm->me.id_hex) != 0) {
+    log_at(LV_ERROR, "start_failed", "nodeId=%s key_id=%s err=%s", c->nodeId, nm->me.id_hex,
+           "the configured nodeId does not match the key in dataDir (wrong dataDir?)");
+    identity_free(&nm->me);
+    return -1;
+  }
+  char path[4096];
+  snprintf(path, sizeof path, "%s/peers.db", c->dataDir);
+  nm->store = peerstore_open(path, 0, err, sizeof err);
+  if (nm->store == NULL) {
+    log_at(LV_ERROR, "start_failed", "err=%s", err);
+    identity_free(&nm->me);
+    return -1;
+  }
+  if (transport_start(&nm->tr, l, c, nm) != 0) {
+    peerstore_close(nm->store);
+    identity_free(&nm->me);
+    return -1;
+  }
+  if (dial_init(nm) != 0) {
+    netmgr_stop(nm);
+    return -1;
+  }
+  nm->tick.user = nm;
+  loop_timer_start(l, &nm->tick, TICK_MS, on_tick);
+  log_at(LV_INFO, "network_started", "nodeId=%s listen=%s:%d networkId=%s known_peers=%d",
+         nm->me.id_hex, c->host, nm->tr.listen_port, c->networkId, peerstore_count(nm->store));
+  return 0;
+}
+
+void netmgr_close_all(struct netmgr *nm, int code, const char *reason) {
+  if (nm->store && !nm->stopping) dial_save_anchors(nm); /* while they are still connected */
+  nm->stopping = true;
+  for (struct peer *p = nm->peers; p; p = p->next) {
+    if (p->wsi) transport_close(p, code, reason);
+    netmgr_unestablish(nm, p);
+  }
+}
+
+bool netmgr_idle(const struct netmgr *nm) {
+  for (const struct peer *p = nm->peers; p; p = p->next)
+    if (p->wsi) return false;
+  return true;
+}
+
+void netmgr_stop(struct netmgr *nm) {
+  nm->stopping = true;
+  loop_timer_stop(&nm->tick);
+  /* Whatever is left has no connection any more (the loop is gone). */
+  while (nm->peers) {
+    struct peer *p = nm->peers;
+    if (p->wsi) lws_set_opaque_user_data(p->wsi, NULL);
+    p->wsi = NULL;
+    netmgr_release(nm, p);
+  }
+  if (nm->store) {
+    peerstore_close(nm->store);
+    nm->store = NULL;
+  }
+  dial_free(nm);
+  transport_stop(&nm->tr);
+  free(nm->table);
+  nm->table = NULL;
+  identity_free(&nm->me);
+}

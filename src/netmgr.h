@@ -1,0 +1,139 @@
+/* netmgr: the NetworkManager — which peers the node is connected to.
+ *
+ * Owns the set of connections: limits (maxPeers, maxInbound, maxOutbound),
+ * dialling (anchors and the best known nodes from the peer store, bootstrap
+ * and persistent peers with capped exponential backoff and jitter), the
+ * handshake state machine on top of handshake.c, duplicate and self
+ * connections, inbound eviction, pings and dead peers, peer exchange, message
+ * counters, and the events the trusted Lua state listens to.
+ *
+ * Must not: run Lua per message (events go through the callbacks in
+ * struct netmgr_events only when someone listens), or block the loop.
+ */
+#ifndef BT2C_NETMGR_H
+#define BT2C_NETMGR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "identity.h"
+#include "loop.h"
+#include "peer.h"
+#include "transport.h"
+
+struct peerstore;
+struct policy_host;
+
+/* What the node wants to hear about (lnetwork.c wires these to Lua). */
+struct netmgr_events {
+  void *ud;
+  void (*connected)(void *ud, struct peer *p);
+  void (*disconnected)(void *ud, struct peer *p);
+  /* An application message (types 4..13) from p; payload is valid JSON. */
+  void (*message)(void *ud, struct peer *p, const struct envelope *e);
+  /* Bit t set: someone listens to message type t. */
+  uint32_t message_mask;
+};
+
+/* A URL the node dials on its own: persistent peers (redialled forever) and
+ * bootstrap peers (dialled while outbound slots are free). */
+struct dial_target {
+  char url[128];
+  bool persistent;
+  double next_try; /* monotonic */
+  double backoff;  /* seconds */
+  int failures;
+  struct peer *conn; /* current connection attempt or peer, or NULL */
+};
+
+/* A stored node dialled recently, not to be tried again before `until`. */
+struct dial_recent {
+  char id[ENV_NODE_ID_LEN * 2 + 1];
+  double until;
+};
+
+struct netmgr_stats {
+  uint64_t msgs_in[MSG_TYPE_COUNT], msgs_out[MSG_TYPE_COUNT];
+  uint64_t bytes_in[MSG_TYPE_COUNT], bytes_out[MSG_TYPE_COUNT];
+  uint64_t accepted, dialled, dial_failures, handshakes_ok, handshakes_failed;
+  uint64_t refused[16]; /* by close code 4000..4015 */
+  uint64_t invalid_messages, dropped_sends;
+};
+
+struct netmgr {
+  struct conf *conf;
+  struct loop *loop;
+  struct identity me;
+  struct transport tr;
+  struct peerstore *store;
+  struct policy_host *policy;
+  struct netmgr_events ev;
+
+  struct peer *peers; /* every connection, any state */
+  struct peer **table; /* established peers by id */
+  unsigned table_cap;
+  int n_inbound, n_outbound; /* established */
+  int n_dialing, n_handshaking;
+  unsigned next_serial;
+
+  struct dial_target *targets;
+  int n_targets;
+  struct dial_recent recent[256];
+  unsigned recent_next;
+
+  struct loop_timer tick;
+  double next_discovery, next_flush;
+  char listen_url[128];
+  struct netmgr_stats stats;
+  bool stopping;
+};
+
+/* Loads or creates the node key, opens the peer store, starts listening and
+ * the periodic work. Returns 0, or -1 after logging why. */
+int netmgr_start(struct netmgr *nm, struct conf *c, struct loop *l, struct policy_host *policy);
+/* Closes every connection (1001) and flushes the peer store. */
+void netmgr_stop(struct netmgr *nm);
+
+/* Dials url now (console `network.connect`). */
+int netmgr_connect(struct netmgr *nm, const char *url, const char *source, char *err,
+                   size_t errcap);
+/* Closes the connection to the node with id_hex (1000). Returns 0 or -1. */
+int netmgr_disconnect(struct netmgr *nm, const char *id_hex, int code, const char *reason);
+
+struct peer *netmgr_find(const struct netmgr *nm, const uint8_t id[ENV_NODE_ID_LEN]);
+struct peer *netmgr_find_hex(const struct netmgr *nm, const char *id_hex);
+
+/* Encodes one envelope from this node (type, JSON payload) and queues it for
+ * p, or for every established peer when p is NULL. Returns the number of
+ * peers it was queued for, or -1 if the payload is not valid JSON or too big. */
+int netmgr_send(struct netmgr *nm, struct peer *p, int type, const char *payload, size_t len);
+
+/* Asks every connection to close (shutdown); netmgr_idle() tells when all
+ * are gone. */
+void netmgr_close_all(struct netmgr *nm, int code, const char *reason);
+bool netmgr_idle(const struct netmgr *nm);
+
+/* ---- within the netmgr family (netmgr_dial.c, control.c) --------------- */
+double netmgr_wallclock_ms(void);
+struct peer *netmgr_new_peer(struct netmgr *nm, bool inbound);
+void netmgr_release(struct netmgr *nm, struct peer *p);
+struct msgbuf *netmgr_encode(struct netmgr *nm, int type, const char *payload, size_t len);
+void netmgr_queue(struct netmgr *nm, struct peer *p, struct msgbuf *m);
+void netmgr_send_json(struct netmgr *nm, struct peer *p, int type, const struct buf *b);
+void netmgr_unestablish(struct netmgr *nm, struct peer *p);
+bool netmgr_is_validator(const struct netmgr *nm, const struct peer *p);
+/* The URL other nodes can dial p at ("" if unknown): the dialled URL, or for
+ * an inbound peer its TCP address with the listenPort of its hello. */
+void netmgr_peer_url(const struct peer *p, char *out, size_t cap);
+
+/* ---- called by transport -------------------------------------------- */
+bool netmgr_allow_inbound(struct netmgr *nm, const char *ip);
+struct peer *netmgr_inbound_opened(struct netmgr *nm, struct lws *wsi, const char *remote);
+void netmgr_outbound_opened(struct netmgr *nm, struct peer *p);
+void netmgr_dial_failed(struct netmgr *nm, struct peer *p, const char *why);
+void netmgr_on_message(struct netmgr *nm, struct peer *p, const uint8_t *data, size_t len);
+void netmgr_on_closed(struct netmgr *nm, struct peer *p, int code, const char *reason);
+
+#endif

@@ -1,0 +1,355 @@
+/* transport: see transport.h. */
+#include "transport.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <libwebsockets.h>
+
+#include "log.h"
+#include "netmgr.h"
+#include "peer.h"
+
+/* Packs stop growing past this; a single larger message goes alone. */
+#define PACK_BYTES (64u << 10)
+/* Accepted connections that have not upgraded yet, beyond which new TCP
+ * connections are refused at accept (slow or idle clients hold them). */
+#define MAX_PENDING_FLOOR 64
+
+/* Marks a wsi that was accepted but has not upgraded (no peer yet). */
+static char pending_marker;
+
+/* lws times connections in whole seconds: round connectionTimeout up. */
+static int timeout_secs(const struct transport *t) {
+  return (t->conf->connectionTimeout + 999) / 1000;
+}
+
+static struct transport *transport_of(struct lws *wsi) {
+  return lws_get_vhost_user(lws_get_vhost(wsi));
+}
+
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap) {
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+    port = ntohs(a->sin_port);
+    snprintf(out, cap, "%s:%d", ip, port);
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+    port = ntohs(a->sin6_port);
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+      snprintf(out, cap, "%s:%d", ip + 7, port); /* strip ::ffff: */
+    else
+      snprintf(out, cap, "[%s]:%d", ip, port);
+  } else {
+    snprintf(out, cap, "?");
+  }
+}
+
+static void remote_of(struct lws *wsi, char *out, size_t cap) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int fd = lws_get_socket_fd(wsi);
+  if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+    snprintf(out, cap, "?");
+  else
+    format_addr(&ss, out, cap);
+}
+
+/* Delivers whole WebSocket messages; reassembles fragmented ones into p->rx
+ * and refuses to buffer past maxMessageSize. Returns -1 to close. */
+static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, const uint8_t *in,
+                      size_t len) {
+  size_t limit = t->conf->maxMessageSize;
+  size_t remaining = lws_remaining_packet_payload(wsi);
+  bool last = lws_is_final_fragment(wsi) && remaining == 0;
+  if (!lws_frame_is_binary(wsi) && p->rx.len == 0 && lws_is_first_fragment(wsi)) {
+    transport_close(p, 1003, "text messages are not used");
+    return 0;
+  }
+  if (p->state == PEER_CLOSING) return 0;
+  if (p->rx.len + len + remaining > limit) {
+    char reason[96];
+    snprintf(reason, sizeof reason, "message larger than %zu bytes", limit);
+    buf_free(&p->rx);
+    transport_close(p, 1009, reason);
+    return 0;
+  }
+  if (p->rx.len == 0 && last) { /* the common case: no copy */
+    netmgr_on_message(t->nm, p, in, len);
+    return 0;
+  }
+  buf_append(&p->rx, in, len);
+  if (last) {
+    /* netmgr may close p; it stays allocated until the close callback */
+    struct buf msg = p->rx;
+    memset(&p->rx, 0, sizeof p->rx);
+    netmgr_on_message(t->nm, p, (const uint8_t *)msg.data, msg.len);
+    buf_free(&msg);
+  }
+  return 0;
+}
+
+static int on_writable(struct transport *t, struct peer *p, struct lws *wsi) {
+  if (p->close_code) {
+    lws_close_reason(wsi, (enum lws_close_status)p->close_code,
+                     (unsigned char *)p->close_reason, strlen(p->close_reason));
+    return -1;
+  }
+  if (!peer_has_output(p)) return 0;
+  size_t want = peer_pack_size(p, PACK_BYTES);
+  if (LWS_PRE + want > t->txcap) {
+    uint8_t *nb = realloc(t->txbuf, LWS_PRE + want);
+    if (nb == NULL) return -1;
+    t->txbuf = nb;
+    t->txcap = LWS_PRE + want;
+  }
+  size_t n = peer_pack(p, t->txbuf + LWS_PRE, want, log_monotonic());
+  if (n) {
+    int w = lws_write(wsi, t->txbuf + LWS_PRE, n, LWS_WRITE_BINARY);
+    if (w < (int)n) return -1;
+    p->bytes_out += n;
+  }
+  if (peer_has_output(p)) lws_callback_on_writable(wsi);
+  return 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len) {
+  struct transport *t = lws_get_vhost(wsi) ? transport_of(wsi) : NULL;
+  void *opaque = lws_get_opaque_user_data(wsi);
+  struct peer *p = (opaque && opaque != &pending_marker) ? opaque : NULL;
+  char remote[64];
+
+  switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: {
+      const struct lws_filter_network_conn_args *f = user;
+      format_addr(&f->cli_addr, remote, sizeof remote);
+      unsigned max_pending = (unsigned)t->conf->maxInbound * 2;
+      if (max_pending < MAX_PENDING_FLOOR) max_pending = MAX_PENDING_FLOOR;
+      if (t->pending >= max_pending) {
+        log_at(LV_DEBUG, "inbound_refused", "remote=%s why=%s", remote, "too many pending");
+        return 1;
+      }
+      char ip[64];
+      snprintf(ip, sizeof ip, "%s", remote);
+      char *colon = strrchr(ip, ':');
+      if (colon) *colon = '\0';
+      return netmgr_allow_inbound(t->nm, ip) ? 0 : 1;
+    }
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+      /* lws says this for our own dials too; those already carry their peer */
+      if (t == NULL || opaque != NULL) return 0;
+      t->pending++;
+      lws_set_opaque_user_data(wsi, &pending_marker);
+      lws_set_timeout(wsi, PENDING_TIMEOUT_USER_REASON_BASE + 1, timeout_secs(t));
+      return 0;
+    case LWS_CALLBACK_HTTP:
+      /* Plain HTTP on the peer port: only WebSocket upgrades are served. */
+      return -1;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+      char proto[128] = "";
+      if (lws_hdr_copy(wsi, proto, sizeof proto, WSI_TOKEN_PROTOCOL) <= 0 ||
+          strstr(proto, TRANSPORT_SUBPROTOCOL) == NULL) {
+        remote_of(wsi, remote, sizeof remote);
+        log_at(LV_INFO, "inbound_refused", "remote=%s why=%s", remote,
+               "upgrade without the bt2c.v1 subprotocol");
+        return 1;
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED:
+      if (opaque == &pending_marker) t->pending--;
+      lws_set_opaque_user_data(wsi, NULL);
+      lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+      remote_of(wsi, remote, sizeof remote);
+      p = netmgr_inbound_opened(t->nm, wsi, remote);
+      if (p == NULL) return -1;
+      lws_set_opaque_user_data(wsi, p);
+      return 0;
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+      if (p == NULL) return -1;
+      lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+      remote_of(wsi, p->remote, sizeof p->remote);
+      netmgr_outbound_opened(t->nm, p);
+      return 0;
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+      if (p) {
+        lws_set_opaque_user_data(wsi, NULL);
+        p->wsi = NULL;
+        netmgr_dial_failed(t->nm, p, in ? (const char *)in : "connection failed");
+      }
+      return 0;
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+      if (p == NULL) return -1;
+      return on_receive(t, p, wsi, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+      if (p == NULL) return 0;
+      return on_writable(t, p, wsi);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+      if (p && len >= 2) {
+        const unsigned char *c = in;
+        p->close_code = c[0] << 8 | c[1];
+        size_t rl = len - 2 < sizeof p->close_reason - 1 ? len - 2 : sizeof p->close_reason - 1;
+        memcpy(p->close_reason, c + 2, rl);
+        p->close_reason[rl] = '\0';
+        p->remote_close = true;
+        p->state = PEER_CLOSING;
+      }
+      return 0;
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_CLIENT_CLOSED:
+      if (p) {
+        lws_set_opaque_user_data(wsi, NULL);
+        p->wsi = NULL;
+        netmgr_on_closed(t->nm, p, p->close_code, p->close_reason);
+      }
+      return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+      if (opaque == &pending_marker && t) t->pending--;
+      if (p) { /* closed without a close callback (e.g. context teardown) */
+        lws_set_opaque_user_data(wsi, NULL);
+        p->wsi = NULL;
+        netmgr_on_closed(t->nm, p, p->close_code ? p->close_code : 1006, "connection lost");
+      }
+      return 0;
+    default:
+      return 0;
+  }
+}
+
+static const struct lws_protocols protocols[] = {
+    {TRANSPORT_SUBPROTOCOL, callback, 0, 65536, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+int transport_start(struct transport *t, struct loop *l, const struct conf *c,
+                    struct netmgr *nm) {
+  memset(t, 0, sizeof *t);
+  t->loop = l;
+  t->conf = c;
+  t->nm = nm;
+  struct lws_context_creation_info info;
+  memset(&info, 0, sizeof info);
+  info.vhost_name = "peers";
+  info.port = c->port;
+  info.iface = (c->host && strcmp(c->host, "0.0.0.0") != 0) ? c->host : NULL;
+  info.protocols = protocols;
+  info.user = t;
+  if (c->host && strchr(c->host, ':') == NULL) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+  if (c->tls.cert && c->tls.key) {
+    info.ssl_cert_filepath = c->tls.cert;
+    info.ssl_private_key_filepath = c->tls.key;
+    t->tls = true;
+  }
+  /* The client side shares the vhost; it needs an SSL context for wss://. */
+  info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+  t->vh = lws_create_vhost(l->ctx, &info);
+  if (t->vh == NULL) {
+    log_at(LV_ERROR, "listen_failed", "host=%s port=%d err=%s", c->host, c->port,
+           "cannot listen (address in use, or bad tls files?)");
+    return -1;
+  }
+  t->listen_port = lws_get_vhost_listen_port(t->vh); /* port 0: the one the OS chose */
+  return 0;
+}
+
+void transport_stop(struct transport *t) {
+  free(t->txbuf);
+  t->txbuf = NULL;
+  t->txcap = 0;
+}
+
+int transport_parse_url(const char *url, bool *tls, char *host, size_t hostcap, int *port) {
+  const char *rest;
+  if (strncmp(url, "ws://", 5) == 0) {
+    *tls = false;
+    rest = url + 5;
+  } else if (strncmp(url, "wss://", 6) == 0) {
+    *tls = true;
+    rest = url + 6;
+  } else {
+    return -1;
+  }
+  const char *hend, *colon;
+  if (*rest == '[') {
+    hend = strchr(rest, ']');
+    if (hend == NULL || hend[1] != ':') return -1;
+    rest++;
+    colon = hend + 1;
+  } else {
+    colon = strrchr(rest, ':');
+    if (colon == NULL) return -1;
+    hend = colon;
+  }
+  size_t hl = (size_t)(hend - rest);
+  if (hl == 0 || hl >= hostcap) return -1;
+  memcpy(host, rest, hl);
+  host[hl] = '\0';
+  char *end;
+  long pv = strtol(colon + 1, &end, 10);
+  if (end == colon + 1 || (*end != '\0' && *end != '/') || pv < 1 || pv > 65535) return -1;
+  *port = (int)pv;
+  return 0;
+}
+
+int transport_dial(struct transport *t, struct peer *p, const char *url, char *err,
+                   size_t errcap) {
+  bool tls;
+  char host[256];
+  int port;
+  if (transport_parse_url(url, &tls, host, sizeof host, &port) != 0) {
+    snprintf(err, errcap, "not a ws://host:port or wss://host:port URL");
+    return -1;
+  }
+  struct lws_client_connect_info ci;
+  memset(&ci, 0, sizeof ci);
+  ci.context = t->loop->ctx;
+  ci.vhost = t->vh;
+  ci.address = host;
+  ci.port = port;
+  ci.path = "/";
+  ci.host = host;
+  ci.origin = host;
+  ci.protocol = TRANSPORT_SUBPROTOCOL;
+  ci.local_protocol_name = TRANSPORT_SUBPROTOCOL;
+  ci.opaque_user_data = p;
+  ci.pwsi = &p->wsi;
+  if (tls) /* identity comes from the bt2c handshake; see docs/PROTOCOL.md */
+    ci.ssl_connection = LCCSCF_USE_SSL | LCCSCF_ALLOW_SELFSIGNED |
+                        LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK | LCCSCF_ALLOW_EXPIRED;
+  snprintf(p->url, sizeof p->url, "%s", url);
+  p->in_dial = true;
+  struct lws *wsi = lws_client_connect_via_info(&ci);
+  p->in_dial = false;
+  if (wsi == NULL || p->dial_failed) {
+    snprintf(err, errcap, "cannot start the connection");
+    p->wsi = NULL;
+    return -1;
+  }
+  if (p->wsi)
+    lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_REASON_BASE + 2, timeout_secs(t));
+  return 0;
+}
+
+void transport_want_write(struct peer *p) {
+  if (p->wsi) lws_callback_on_writable(p->wsi);
+}
+
+void transport_close(struct peer *p, int code, const char *reason) {
+  if (p->close_code == 0) {
+    p->close_code = code;
+    snprintf(p->close_reason, sizeof p->close_reason, "%s", reason);
+  }
+  p->state = PEER_CLOSING;
+  if (p->wsi) lws_callback_on_writable(p->wsi);
+}

@@ -1,0 +1,58 @@
+/* transport: WebSocket connections to other nodes over libwebsockets.
+ *
+ * The listening vhost (ws://host:port, or wss:// with tls configured), dials,
+ * subprotocol and upgrade checks, reassembly of WebSocket messages with the
+ * size limit applied as frames arrive, packed writes, close codes, and the
+ * connection timeout before the upgrade. Whole messages and connection
+ * events go to netmgr; transport keeps no peer table of its own.
+ *
+ * Must not: parse envelopes or know about the handshake or peer limits.
+ */
+#ifndef BT2C_TRANSPORT_H
+#define BT2C_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "loop.h"
+
+struct peer;
+struct netmgr;
+
+#define TRANSPORT_SUBPROTOCOL "bt2c.v1"
+
+struct transport {
+  struct loop *loop;
+  struct lws_vhost *vh;
+  struct netmgr *nm;
+  const struct conf *conf;
+  int listen_port; /* the port actually bound (0: not listening) */
+  unsigned pending; /* accepted connections not yet upgraded */
+  uint8_t *txbuf;   /* LWS_PRE + one packed message */
+  size_t txcap;
+  bool tls;
+};
+
+int transport_start(struct transport *t, struct loop *l, const struct conf *c,
+                    struct netmgr *nm);
+void transport_stop(struct transport *t);
+
+/* Starts a dial to url (ws://host:port or wss://host:port) for p, which
+ * netmgr created. Returns 0, or -1 with a reason (p is then not attached). */
+int transport_dial(struct transport *t, struct peer *p, const char *url, char *err,
+                   size_t errcap);
+
+/* Asks for a writable callback for p (to send queued output or to close). */
+void transport_want_write(struct peer *p);
+
+/* Closes p's connection with a WebSocket close code and reason (soon, from
+ * the loop). */
+void transport_close(struct peer *p, int code, const char *reason);
+
+/* Splits "ws://host:port" into its parts; returns 0 or -1. host gets the
+ * name without brackets. */
+int transport_parse_url(const char *url, bool *tls, char *host, size_t hostcap, int *port);
+
+#endif
