@@ -21,6 +21,10 @@
 #define PING_EXCESS_LIMIT 50 /* unanswered pings before the peer is closed */
 #define EXCHANGE_SPACING 10.0 /* seconds between requests we answer per peer */
 #define FIRST_EXCHANGE_DELAY 0.2
+/* While the node has fewer outbound peers than this (or maxOutbound), it asks
+ * for more peers this often, instead of every peerDiscoveryInterval. */
+#define HUNGRY_OUTBOUND 8
+#define HUNGRY_SPACING 12.0
 
 void control_request_peers(struct netmgr *nm, struct peer *p) {
   struct buf b = {0};
@@ -52,6 +56,8 @@ static void send_ping(struct netmgr *nm, struct peer *p, double now) {
 void control_tick(struct netmgr *nm, double now) {
   double interval = nm->conf->pingInterval / 1000.0;
   double discovery = nm->conf->peerDiscoveryInterval / 1000.0;
+  int want = nm->conf->maxOutbound < HUNGRY_OUTBOUND ? nm->conf->maxOutbound : HUNGRY_OUTBOUND;
+  if (nm->n_outbound < want && discovery > HUNGRY_SPACING) discovery = HUNGRY_SPACING;
   for (struct peer *p = nm->peers; p; p = p->next) {
     if (p->state != PEER_ESTABLISHED) continue;
     if (now - p->last_rx > 3 * interval) {

@@ -81,6 +81,19 @@ static void recent_set(struct netmgr *nm, const char *id, double until) {
   r->until = until;
 }
 
+/* Whether the host of url is banned (the store bans addresses, not URLs). */
+static bool url_banned(const struct netmgr *nm, const char *url, double wall) {
+  bool tls;
+  char host[256];
+  int port;
+  if (nm->store == NULL || transport_parse_url(url, &tls, host, sizeof host, &port) != 0)
+    return false;
+  char hostport[300];
+  snprintf(hostport, sizeof hostport, "%s:%d", host, port);
+  return peerstore_address_banned(nm->store, host, wall) > 0 ||
+         peerstore_address_banned(nm->store, hostport, wall) > 0;
+}
+
 static struct peer *start_dial(struct netmgr *nm, const char *url, const char *source,
                                const char *expect_id, char *err, size_t errcap) {
   struct peer *p = netmgr_new_peer(nm, false);
@@ -164,7 +177,8 @@ void dial_tick(struct netmgr *nm, double now) {
   for (int i = 0; i < n && room > 0 && budget > 0; i++) {
     struct peer_record *r = &recs[i];
     if (strcmp(r->node_id, nm->me.id_hex) == 0 || netmgr_find_hex(nm, r->node_id) ||
-        recent_until(nm, r->node_id) > now || url_busy(nm, r->addrs[0]))
+        recent_until(nm, r->node_id) > now || url_busy(nm, r->addrs[0]) ||
+        url_banned(nm, r->addrs[0], wall))
       continue;
     double rest = 1.0;
     for (int f = 0; f < r->failures && rest < STORE_REST_CAP; f++) rest *= 2;
