@@ -74,8 +74,10 @@ describe("network", function()
 
   it("builds a 3-node line when the limits allow only that", function()
     local a = H.start({ config = { maxPeers = 1, maxInbound = 1, maxOutbound = 0 } })
-    local b = H.start({ config = { maxPeers = 2, maxInbound = 1, maxOutbound = 1, bootstrapPeers = { url(a) } } })
-    local c = H.start({ config = { maxPeers = 1, maxInbound = 0, maxOutbound = 1, bootstrapPeers = { url(b) } } })
+    local b = H.start({ config = { maxPeers = 2, maxInbound = 1, maxOutbound = 1,
+      bootstrapPeers = { url(a) } } })
+    local c = H.start({ config = { maxPeers = 1, maxInbound = 0, maxOutbound = 1,
+      bootstrapPeers = { url(b) } } })
     assert.truthy(wait_peers(b, 2))
     assert.truthy(peers(b)[id_of(a)])
     assert.truthy(peers(b)[id_of(c)])
@@ -86,7 +88,9 @@ describe("network", function()
       n:eval([[got = 0 network.on("message:block", function() got = got + 1 end) return true]])
     end
     assert.equal(2, b:eval('return network.broadcast_message({type = "block", data = {height = 1}})'))
-    assert.truthy(H.wait_for(function() return a:eval("return got") == 1 and c:eval("return got") == 1 end, 5))
+    assert.truthy(H.wait_for(function()
+      return a:eval("return got") == 1 and c:eval("return got") == 1
+    end, 5))
   end)
 
   it("ten nodes that know one bootstrap node all reach at least 3 peers", function()
