@@ -62,12 +62,15 @@ describe("envelope", function()
     { "type 14", good:sub(1, 1) .. "\14" .. good:sub(3), "unknown message type" },
     { "unknown flag", good:sub(1, 2) .. "\128" .. good:sub(4), "unknown flags set" },
     { "reserved byte", good:sub(1, 5) .. "\1" .. good:sub(7), "reserved bytes not zero" },
-    { "path too long", good:sub(1, 4) .. "\33" .. good:sub(6), "relay path too long" },
-    { "path beyond the message", good:sub(1, 4) .. "\5" .. good:sub(6), "lengths exceed the message" },
+    { "path too long", good:sub(1, 3) .. "\33\33" .. good:sub(6), "relay path too long" },
+    { "path beyond the message", good:sub(1, 3) .. "\5\5" .. good:sub(6), "lengths exceed the message" },
     { "payload length lies", good:sub(1, 8) .. string.pack(">I4", 0xffffffff) .. good:sub(13),
       "lengths exceed the message" },
     { "direct without target", good:sub(1, 2) .. "\2" .. good:sub(4), "direct message without a target" },
-    { "target flag without bytes", good:sub(1, 2) .. "\4" .. good:sub(4), "lengths exceed the message" },
+    { "target flag without bytes", good:sub(1, 2) .. "\6" .. good:sub(4), "lengths exceed the message" },
+    { "target without direct", good:sub(1, 2) .. "\4" .. good:sub(4), "target without the direct flag" },
+    { "relay and direct", good:sub(1, 2) .. "\7" .. good:sub(4), "relay and direct flags together" },
+    { "hops without a path", good:sub(1, 3) .. "\1" .. good:sub(5), "hops differ from the path length" },
   }
   for _, case in ipairs(bad) do
     it("refuses: " .. case[1], function()
@@ -123,6 +126,43 @@ describe("json reader", function()
   it("writes strings that it reads back", function()
     local s = "quote\" back\\ nl\n tab\t nul\0 ctl\1 é"
     assert.equal(s, bt2c.json_parse(bt2c.json_string(s)))
+  end)
+end)
+
+local function unhex(h)
+  return (h:gsub("%s", ""):gsub("..", function(x) return string.char(tonumber(x, 16)) end))
+end
+
+describe("handshake transcript", function()
+  -- the worked example of docs/PROTOCOL.md section 9 (RFC 8032 test keys 1 and 2)
+  local dpub = unhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+  local lpub = unhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")
+  it("derives the example's node ids", function()
+    assert.equal("21fe31dfa154a261626bf854046fd2271b7bed4b", bt2c.identity_id_of(dpub))
+    assert.equal("39f713d0a644253f04529421b9f51b9b08979d08", bt2c.identity_id_of(lpub))
+  end)
+  it("builds the example's transcript and verifies its signatures", function()
+    local did = unhex("21fe31dfa154a261626bf854046fd2271b7bed4b")
+    local lid = unhex("39f713d0a644253f04529421b9f51b9b08979d08")
+    local dn, ln = string.rep("\1", 32), string.rep("\2", 32)
+    local t = bt2c.hs_transcript(true, "bt2c-mainnet", did, lid, dn, ln)
+    assert.equal(unhex([[
+      627432632f68616e647368616b652f763101010c627432632d6d61696e6e6574
+      21fe31dfa154a261626bf854046fd2271b7bed4b39f713d0a644253f04529421
+      b9f51b9b08979d08010101010101010101010101010101010101010101010101
+      0101010101010101020202020202020202020202020202020202020202020202
+      0202020202020202]]), t)
+    assert.is_true(bt2c.identity_verify(dpub, t, unhex(
+      "a7dda692c7ce308cac6a9a42939bba8e8049b7b6b3d7f4d1ec945ee31051433f" ..
+      "acee91478b594978b5deddfe51f155593df15294452c2ac271852f3b5b861d03")))
+    local t2 = bt2c.hs_transcript(false, "bt2c-mainnet", did, lid, dn, ln)
+    assert.equal(2, t2:byte(18))
+    assert.is_true(bt2c.identity_verify(lpub, t2, unhex(
+      "675b2b4d236fc8e28728f4301d814a8305fe87d58f27ea4b245d41c4454e6128" ..
+      "12a27002593588d276437fee6071d993a2323a392e5a8f49ad016d6cc42ccd0a")))
+    assert.is_false(bt2c.identity_verify(lpub, t, unhex(
+      "675b2b4d236fc8e28728f4301d814a8305fe87d58f27ea4b245d41c4454e6128" ..
+      "12a27002593588d276437fee6071d993a2323a392e5a8f49ad016d6cc42ccd0a")))
   end)
 end)
 

@@ -86,6 +86,18 @@ size_t env_decode(const uint8_t *buf, size_t len, struct envelope *e, const char
     *why = "direct message without a target";
     return 0;
   }
+  if (has_target && !(e->flags & ENV_F_DIRECT)) {
+    *why = "target without the direct flag";
+    return 0;
+  }
+  if ((e->flags & ENV_F_RELAY) && (e->flags & ENV_F_DIRECT)) {
+    *why = "relay and direct flags together";
+    return 0;
+  }
+  if (e->hops != e->path_len) {
+    *why = "hops differ from the path length";
+    return 0;
+  }
   /* Compare in size_t: payload_len comes from the peer. */
   size_t fixed = env_wire_len(e->path_len, has_target, 0);
   if (fixed > len || e->payload_len > len - fixed) {

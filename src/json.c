@@ -609,3 +609,8 @@ bool json_valid(const char *text, size_t len) {
     if (depth == 0) return s == end;
   }
 }
+
+bool json_object_valid(const char *text, size_t len) {
+  const char *s = skip_ws_p(text, text + len);
+  return s < text + len && *s == '{' && json_valid(text, len);
+}

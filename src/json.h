@@ -58,8 +58,10 @@ void json_write_string(struct buf *b, const char *s, size_t len);
 /* Appends v as compact JSON. */
 void json_write_value(struct buf *b, const struct json_value *v);
 
-/* True if text is exactly one valid JSON value (same rules as json_parse,
- * without building anything: one pass, no allocation). */
+/* True if text is exactly one JSON value: the grammar and UTF-8 rules of
+ * json_parse (number ranges are not checked), in one pass, no allocation. */
 bool json_valid(const char *text, size_t len);
+/* The same, and the value is an object. */
+bool json_object_valid(const char *text, size_t len);
 
 #endif

@@ -12,6 +12,8 @@
 #include "node.h"
 
 #define HANDLER_BUDGET_MS 1000
+#define BAD_DATA "message data must encode to a JSON object (a table with string keys) " \
+                 "that fits in maxMessageSize"
 
 struct lnet {
   struct node *n;
@@ -219,7 +221,7 @@ static int l_send_message(lua_State *L) {
   size_t len;
   const char *json = lua_tolstring(L, -1, &len);
   int n = netmgr_send(&x->n->net, p, type, json, len);
-  if (n < 0) return luaL_error(L, "message too large for maxMessageSize");
+  if (n < 0) return luaL_error(L, BAD_DATA);
   lua_pushboolean(L, n > 0);
   return 1;
 }
@@ -230,7 +232,7 @@ static int l_broadcast(lua_State *L) {
   size_t len;
   const char *json = lua_tolstring(L, -1, &len);
   int n = netmgr_send(&x->n->net, NULL, type, json, len);
-  if (n < 0) return luaL_error(L, "message too large for maxMessageSize");
+  if (n < 0) return luaL_error(L, BAD_DATA);
   lua_pushinteger(L, n);
   return 1;
 }

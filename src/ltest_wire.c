@@ -6,6 +6,7 @@
 
 #include "buf.h"
 #include "envelope.h"
+#include "handshake.h"
 #include "identity.h"
 #include "json.h"
 #include "ltest.h"
@@ -270,6 +271,20 @@ static int l_identity_id_of(lua_State *L) {
   return 1;
 }
 
+/* hs_transcript(signer_is_dialer, network_id, dialer_id, listener_id,
+ *               dialer_nonce, listener_nonce) -> bytes (ids and nonces raw) */
+static int l_hs_transcript(lua_State *L) {
+  uint8_t did[ENV_NODE_ID_LEN], lid[ENV_NODE_ID_LEN], dn[HS_NONCE_LEN], ln[HS_NONCE_LEN];
+  check_id(L, 3, "dialer id", sizeof did, did);
+  check_id(L, 4, "listener id", sizeof lid, lid);
+  check_id(L, 5, "dialer nonce", sizeof dn, dn);
+  check_id(L, 6, "listener nonce", sizeof ln, ln);
+  uint8_t out[HS_TRANSCRIPT_MAX];
+  size_t n = hs_transcript(out, lua_toboolean(L, 1), luaL_checkstring(L, 2), did, lid, dn, ln);
+  lua_pushlstring(L, (const char *)out, n);
+  return 1;
+}
+
 void ltest_wire(lua_State *L) {
   static const luaL_Reg fns[] = {{"env_encode", l_env_encode},
                                  {"env_decode_batch", l_env_decode_batch},
@@ -281,6 +296,7 @@ void ltest_wire(lua_State *L) {
                                  {"identity_load", l_identity_load},
                                  {"identity_verify", l_identity_verify},
                                  {"identity_id_of", l_identity_id_of},
+                                 {"hs_transcript", l_hs_transcript},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
   lua_pushlightuserdata(L, NULL);

@@ -157,7 +157,8 @@ void netmgr_send_json(struct netmgr *nm, struct peer *p, int type, const struct 
 int netmgr_send(struct netmgr *nm, struct peer *target, int type, const char *payload,
                 size_t len) {
   if (type < MSG_BLOCK || type >= MSG_TYPE_COUNT) return -1;
-  if (len > nm->conf->maxMessageSize - ENV_HEADER_LEN || !json_valid(payload, len)) return -1;
+  if (len > nm->conf->maxMessageSize - ENV_HEADER_LEN || !json_object_valid(payload, len))
+    return -1;
   struct msgbuf *m = netmgr_encode(nm, type, payload, len);
   if (m == NULL) return -1;
   int n = 0;
@@ -471,11 +472,30 @@ struct rx_ctx {
   struct peer *p;
 };
 
+/* Types that are never relayed come from the sender itself. */
+static bool direct_only(int type) {
+  return type == MSG_PEER_HANDSHAKE || type == MSG_PEER_EXCHANGE || type == MSG_PEER_PING;
+}
+
 static int on_envelope(const struct envelope *e, void *ud) {
   struct rx_ctx *x = ud;
   struct netmgr *nm = x->nm;
   struct peer *p = x->p;
   if (p->state == PEER_CLOSING) return 1;
+  if (direct_only(e->type) && (e->flags || e->path_len)) {
+    nm->stats.invalid_messages++;
+    transport_close(p, e->type == MSG_PEER_HANDSHAKE ? 4000 : 1002,
+                    "control message with relay flags or a path");
+    netmgr_unestablish(nm, p);
+    return 1;
+  }
+  if (direct_only(e->type) && p->hello_received && memcmp(e->origin, p->id, ENV_NODE_ID_LEN) != 0) {
+    nm->stats.invalid_messages++;
+    transport_close(p, e->type == MSG_PEER_HANDSHAKE ? 4001 : 1002,
+                    "control message from another origin");
+    netmgr_unestablish(nm, p);
+    return 1;
+  }
   nm->stats.msgs_in[e->type]++;
   nm->stats.bytes_in[e->type] += env_wire_len(e->path_len, e->target != NULL, e->payload_len);
   p->msgs_in++;
@@ -499,12 +519,12 @@ static int on_envelope(const struct envelope *e, void *ud) {
     default:
       break;
   }
-  if (!json_valid((const char *)e->payload, e->payload_len)) {
+  if (!json_object_valid((const char *)e->payload, e->payload_len)) {
     nm->stats.invalid_messages++;
     char label[64];
     log_at(LV_INFO, "invalid_message", "peer=%s type=%s why=%s", peer_label(p, label, sizeof label),
-           env_type_name(e->type), "payload is not valid JSON");
-    transport_close(p, 4012, "payload is not valid JSON");
+           env_type_name(e->type), "payload is not a JSON object");
+    transport_close(p, 4012, "payload is not a JSON object");
     return 1;
   }
   if (nm->ev.message && (nm->ev.message_mask & (1u << e->type))) nm->ev.message(nm->ev.ud, p, e);
