@@ -57,6 +57,28 @@ describe("network", function()
     assert.same({ { from = id_of(b), data = { hash = "t1", amount = 5 } } }, got)
   end)
 
+  it("connects over wss:// when the listener has a certificate", function()
+    local dir = H.tmpdir()
+    assert.equal(0, H.sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+      .. "-keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem -days 2 -subj /CN=bt2c-test "
+      .. ">/dev/null 2>&1"))
+    local a = H.start({ dir = dir, config = { tls = { cert = "cert.pem", key = "key.pem" } } })
+    local b = H.start({ config = { bootstrapPeers = { "wss://127.0.0.1:" .. a.port } } })
+    assert.truthy(wait_peers(b, 1))
+    local pb = peers(b)[id_of(a)]
+    assert.equal("wss://127.0.0.1:" .. a.port, pb.url)
+    -- a, seen from b's peers, is advertised with its scheme
+    local c = H.start()
+    assert.is_true(c:eval(string.format("return network.connect(%q)", url(b))))
+    assert.truthy(wait_peers(c, 2, 20)) -- c learns a from b and dials wss://
+    assert.equal("wss://127.0.0.1:" .. a.port, peers(c)[id_of(a)].url)
+    -- a plain ws:// dial to a TLS port fails cleanly
+    local d = H.start()
+    d:eval(string.format("return network.connect(%q)", url(a)))
+    assert.truthy(d:wait_log("event=dial_failed url=" .. url(a), 10))
+    assert.equal(0, counts(d).total)
+  end)
+
   it("refuses a connection to itself and a duplicate connection", function()
     local a = H.start()
     assert.is_true(a:eval(string.format("return network.connect(%q)", url(a))))

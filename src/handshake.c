@@ -9,7 +9,7 @@
 
 void hs_hello_write(struct buf *b, const struct identity *me, const char *network_id,
                     const uint8_t nonce[HS_NONCE_LEN], double time_ms, int listen_port,
-                    const char *metadata_json, long long height) {
+                    bool listen_tls, const char *metadata_json, long long height) {
   char pub[ID_PUBKEY_LEN * 2 + 1], n[HS_NONCE_LEN * 2 + 1];
   hex_encode(me->pub, ID_PUBKEY_LEN, pub);
   hex_encode(nonce, HS_NONCE_LEN, n);
@@ -17,9 +17,9 @@ void hs_hello_write(struct buf *b, const struct identity *me, const char *networ
   json_write_string(b, network_id, strlen(network_id));
   buf_appendf(b,
               ",\"nodeId\":\"%s\",\"publicKey\":\"%s\",\"nonce\":\"%s\",\"time\":%.0f,"
-              "\"listenPort\":%d,\"metadata\":%s,\"height\":%lld}",
-              me->id_hex, pub, n, time_ms, listen_port, metadata_json ? metadata_json : "{}",
-              height);
+              "\"listenPort\":%d,%s\"metadata\":%s,\"height\":%lld}",
+              me->id_hex, pub, n, time_ms, listen_port, listen_tls ? "\"tls\":true," : "",
+              metadata_json ? metadata_json : "{}", height);
 }
 
 void hs_auth_write(struct buf *b, const uint8_t sig[ID_SIG_LEN]) {
@@ -116,6 +116,12 @@ int hs_parse(const uint8_t *payload, size_t len, const uint8_t origin[ENV_NODE_I
       goto out;
     }
     h->listen_port = (int)port;
+    const struct json_value *tls = json_get(root, "tls");
+    if (tls && tls->type != JSON_BOOL) {
+      fail(4000, close_code, why, whycap, "hello tls must be a boolean");
+      goto out;
+    }
+    h->listen_tls = tls && tls->b;
     h->height = height;
     uint8_t derived[ENV_NODE_ID_LEN];
     identity_id_of(h->pub, derived);

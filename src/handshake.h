@@ -31,6 +31,7 @@ struct hs_hello {
   uint8_t nonce[HS_NONCE_LEN];
   double time_ms;
   int listen_port;
+  bool listen_tls; /* the listen port speaks wss:// */
   long long height;
   char *metadata_json; /* compact JSON object, malloc'd; never NULL after a parse */
   bool claims_validator;
@@ -41,7 +42,7 @@ enum hs_step { HS_STEP_HELLO = 1, HS_STEP_AUTH = 2 };
 /* Writes our HELLO payload. metadata_json is a JSON object or NULL ("{}"). */
 void hs_hello_write(struct buf *b, const struct identity *me, const char *network_id,
                     const uint8_t nonce[HS_NONCE_LEN], double time_ms, int listen_port,
-                    const char *metadata_json, long long height);
+                    bool listen_tls, const char *metadata_json, long long height);
 
 void hs_auth_write(struct buf *b, const uint8_t sig[ID_SIG_LEN]);
 

@@ -193,7 +193,7 @@ static void send_hello(struct netmgr *nm, struct peer *p) {
   json_write_string(&meta, c->metaVersion ? c->metaVersion : "", c->metaVersion ? strlen(c->metaVersion) : 0);
   buf_appendf(&meta, ",\"isValidator\":%s}", c->isValidator ? "true" : "false");
   hs_hello_write(&b, &nm->me, c->networkId, p->my_nonce, netmgr_wallclock_ms(),
-                 nm->tr.listen_port, meta.data, 0);
+                 nm->tr.listen_port, nm->tr.tls, meta.data, 0);
   netmgr_send_json(nm, p, MSG_PEER_HANDSHAKE, &b);
   buf_free(&b);
   buf_free(&meta);
@@ -236,7 +236,7 @@ void netmgr_peer_url(const struct peer *p, char *out, size_t cap) {
   char *colon = strrchr(ip, ':');
   if (colon == NULL) return;
   *colon = '\0'; /* an IPv6 remote keeps its brackets */
-  snprintf(out, cap, "ws://%s:%d", ip, p->hello.listen_port);
+  snprintf(out, cap, "%s://%s:%d", p->hello.listen_tls ? "wss" : "ws", ip, p->hello.listen_port);
 }
 
 /* The stored score of a node (0 if never seen). */
