@@ -30,10 +30,11 @@ WORKED_EXAMPLE = bytes.fromhex(
 
 
 def hex_dump_of_section_9():
-    """The bytes of the hex dump in section 9 of PROTOCOL.md."""
+    """The bytes of the envelope hex dump in section 9 of PROTOCOL.md."""
     with open(PROTOCOL_MD, encoding="utf-8") as f:
         text = f.read()
     section = text[text.index("## 9."):]
+    section = section[section.index("### An envelope"):]
     dump = section[section.index("```") + 3:]
     dump = dump[:dump.index("```")]
     out = bytearray()
