@@ -1,21 +1,1133 @@
-/* policy: PLACEHOLDER (being written) so the rest links. */
+/* policy: see policy.h and policies/README.md.
+ *
+ * A generation holds one lsandbox per file, registry references to the hooks
+ * each file defined, and the checked tunables. Reload builds a complete new
+ * generation (load, run the top-level chunk under 10x the per-call limits,
+ * check every key, call every hook once) and swaps it in only when nothing
+ * was wrong; a hook call is a protected call of a C trampoline that pushes
+ * the arguments, calls the hook and checks what came back, so every
+ * allocation inside the policy's state happens under protection.
+ */
 #include "policy.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-struct policy_host { unsigned long generation; };
+#include <lauxlib.h>
 
-struct policy_host *policy_host_new(const struct policy_limits *limits, const char *config_literal) {
-  (void)limits; (void)config_literal;
-  return calloc(1, sizeof(struct policy_host));
+#include "log.h"
+#include "lpolicy.h"
+#include "lsandbox.h"
+
+#define LOAD_MULTIPLIER 10       /* the top-level chunk may use 10x a call's budget */
+#define POLICY_FILE_MAX (1 << 20)
+#define DEFAULT_BAN_SECONDS 43200.0 /* 12 h, Lighthouse's order of magnitude */
+
+enum pfile { PF_HANDSHAKE, PF_SCORING, PF_RELAY, PF_N };
+static const char *const file_names[PF_N] = {"handshake", "scoring", "relay"};
+
+enum phook { PH_VALIDATE, PH_TOTAL, PH_DELTA, PH_SELECT_MODE, PH_N };
+static const struct {
+  enum pfile file;
+  const char *name; /* key in the file's table */
+  const char *full; /* "file.hook", the stats key */
+} hooks[PH_N] = {
+    {PF_HANDSHAKE, "validate", "handshake.validate"},
+    {PF_SCORING, "total", "scoring.total"},
+    {PF_SCORING, "behavior_delta", "scoring.behavior_delta"},
+    {PF_RELAY, "select_mode", "relay.select_mode"},
+};
+
+/* Tunable keys per file (hooks are added from the table above). */
+static const char *const tunable_keys[PF_N][5] = {
+    {"min_protocol", "max_protocol", "max_clock_skew_ms", NULL},
+    {"weights", "thresholds", "behaviors", "ban_seconds", NULL},
+    {"mode", "threshold", NULL},
+};
+
+#define N_BEHAVIORS 11
+static const char *const behavior_names[N_BEHAVIORS + 1] = {
+    "GOOD_BLOCK", "BAD_BLOCK", "GOOD_TRANSACTION", "BAD_TRANSACTION", "SPAM", "INVALID_MESSAGE",
+    "TIMEOUT",    "DISCONNECT", "RECONNECT",       "RELAY_SUCCESS",   "RELAY_FAILURE", NULL};
+/* The seed's PeerScoring.recordBehavior deltas. */
+static const double behavior_seed[N_BEHAVIORS] = {2, -5, 1, -2, -10, -3, -1, -1, 1, 1, -1};
+
+static const char *const threshold_names[] = {"trusted", "neutral", "banned", NULL};
+
+struct tunables {
+  int min_protocol, max_protocol;
+  double max_clock_skew_ms;
+  struct policy_scoring_params scoring;
+  double behaviors[N_BEHAVIORS];
+  enum relay_mode mode;
+  double threshold;
+};
+
+struct generation {
+  struct lsandbox *sb[PF_N];
+  char *path[PF_N];
+  int ref[PH_N]; /* in the file's registry; LUA_NOREF when the hook is absent */
+  int line[PH_N];
+  struct tunables t;
+};
+
+struct hook_stats {
+  unsigned long calls, errors, timeouts, oom, bad_returns, defaulted;
+  double time_ms;
+  int consecutive;
+  bool disabled;
+  struct log_limit rl;
+  char last_error[300];
+};
+
+struct policy_host {
+  struct policy_limits limits;
+  char *config_literal;
+  struct lpolicy_config cfg;
+  struct generation *gen;
+  unsigned long generation;
+  struct hook_stats stats[PH_N];
+  struct conf_errors last_errors;
+};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static char *xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d) memcpy(d, s, n);
+  return d;
 }
-void policy_host_free(struct policy_host *h) { free(h); }
+
+static void errs_add(struct conf_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void errs_add(struct conf_errors *errs, const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  char **m = realloc(errs->msg, (errs->n + 1) * sizeof *m);
+  if (m == NULL) return;
+  errs->msg = m;
+  if ((m[errs->n] = xstrdup(buf)) != NULL) errs->n++;
+}
+
+static void errs_clear(struct conf_errors *errs) {
+  for (size_t i = 0; i < errs->n; i++) free(errs->msg[i]);
+  free(errs->msg);
+  errs->msg = NULL;
+  errs->n = 0;
+}
+
+static struct lsandbox_limits call_limits(const struct policy_limits *l, int mult) {
+  struct lsandbox_limits s = {l->instructions * mult, (double)l->time_ms * mult};
+  return s;
+}
+
+/* The first line of a Lua message, with Lua's "..." abbreviation of a long
+ * chunk name replaced by the full path. */
+static void first_line(char *out, size_t cap, const char *msg, const char *path) {
+  size_t n = strcspn(msg, "\n");
+  if (path && strncmp(msg, "...", 3) == 0) {
+    const char *colon = memchr(msg + 3, ':', n > 3 ? n - 3 : 0);
+    size_t shown = colon ? (size_t)(colon - (msg + 3)) : 0;
+    size_t plen = strlen(path);
+    if (colon && shown <= plen && memcmp(path + plen - shown, msg + 3, shown) == 0) {
+      snprintf(out, cap, "%s%.*s", path, (int)(n - 3 - shown), colon);
+      return;
+    }
+  }
+  snprintf(out, cap, "%.*s", (int)n, msg);
+}
+
+/* "path:line: msg" from a Lua message that may or may not carry a position. */
+static void located(char *out, size_t cap, const char *msg, const char *path) {
+  char line[900];
+  first_line(line, sizeof line, msg, path);
+  size_t plen = strlen(path);
+  if (strncmp(line, path, plen) == 0 && line[plen] == ':')
+    snprintf(out, cap, "%s", line);
+  else
+    snprintf(out, cap, "%s: %s", path, line);
+}
+
+/* ---- source lines ---------------------------------------------------------- */
+
+static bool ident_char(int c) { return isalnum(c) || c == '_'; }
+
+/* Line (1-based) of the first `key =` (or ["key"] =) at or after line
+ * `from`, ignoring -- comments; 0 if none. */
+static int key_line(const char *text, const char *key, int from) {
+  size_t klen = strlen(key);
+  int lineno = 1;
+  for (const char *ln = text; *ln; lineno++) {
+    const char *eol = strchr(ln, '\n');
+    if (eol == NULL) eol = ln + strlen(ln);
+    if (lineno >= from) {
+      const char *end = ln;
+      while (end < eol && !(end[0] == '-' && end + 1 < eol && end[1] == '-')) end++;
+      for (const char *p = ln; p + klen <= end; p++) {
+        if (memcmp(p, key, klen) != 0) continue;
+        const char *q = p + klen;
+        bool bare = (p == ln || !ident_char((unsigned char)p[-1])) &&
+                    (q == end || !ident_char((unsigned char)*q));
+        bool quoted = p > ln + 1 && (p[-1] == '"' || p[-1] == '\'') && p[-2] == '[' &&
+                      q + 1 < end && *q == p[-1] && q[1] == ']';
+        if (quoted) q += 2;
+        if (!bare && !quoted) continue;
+        while (q < end && (*q == ' ' || *q == '\t')) q++;
+        if (q < end && *q == '=' && (q + 1 == end || q[1] != '=')) return lineno;
+      }
+    }
+    ln = *eol ? eol + 1 : eol;
+  }
+  return 0;
+}
+
+/* Line of the last `return` at the start of a line, or 1. */
+static int return_line(const char *text) {
+  int lineno = 1, found = 1;
+  for (const char *ln = text; *ln; lineno++) {
+    const char *p = ln;
+    while (*p == ' ' || *p == '\t') p++;
+    if (strncmp(p, "return", 6) == 0 && !ident_char((unsigned char)p[6])) found = lineno;
+    const char *eol = strchr(ln, '\n');
+    if (eol == NULL) break;
+    ln = eol + 1;
+  }
+  return found;
+}
+
+static int edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 40 || lb > 40) return 99;
+  int d[41][41];
+  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      int cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+      int v = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
+      if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          d[i - 2][j - 2] + 1 < v)
+        v = d[i - 2][j - 2] + 1;
+      d[i][j] = v;
+    }
+  return d[la][lb];
+}
+
+/* " (did you mean 'x'?)" or " (known: a, b, c)" for an unknown key. */
+static void suggest(char *out, size_t cap, const char *key, const char *const *known) {
+  const char *best = NULL;
+  int bestd = 99;
+  for (size_t i = 0; known[i]; i++) {
+    int d = edit_distance(key, known[i]);
+    if (d < bestd) {
+      bestd = d;
+      best = known[i];
+    }
+  }
+  int allowed = strlen(key) <= 4 ? 1 : 2;
+  if (best && bestd <= allowed) {
+    snprintf(out, cap, " (did you mean '%s'?)", best);
+    return;
+  }
+  size_t used = (size_t)snprintf(out, cap, " (known keys:");
+  for (size_t i = 0; known[i] && used < cap; i++)
+    used += (size_t)snprintf(out + used, cap - used, "%s %s", i ? "," : "", known[i]);
+  if (used < cap) snprintf(out + used, cap - used, ")");
+}
+
+/* ---- loading: checks ------------------------------------------------------- */
+
+struct check_ctx {
+  enum pfile file;
+  const char *path;
+  const char *text;
+  struct conf_errors *errs;
+  struct generation *g;
+  int nerr;
+};
+
+static void check_err(struct check_ctx *c, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void check_err(struct check_ctx *c, int line, const char *fmt, ...) {
+  char buf[800];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  errs_add(c->errs, "%s:%d: %s", c->path, line, buf);
+  c->nerr++;
+}
+
+/* Line of `key` (looked for from the line of `parent`, if any), falling back
+ * to the parent's line and then to the final return. */
+static int line_of(struct check_ctx *c, const char *parent, const char *key) {
+  int from = 1;
+  if (parent) {
+    int pl = key_line(c->text, parent, 1);
+    if (pl) from = pl;
+  }
+  int l = key ? key_line(c->text, key, from) : 0;
+  if (l == 0 && parent) l = key_line(c->text, parent, 1);
+  return l ? l : return_line(c->text);
+}
+
+static const char *value_text(lua_State *L, int idx, char *buf, size_t cap) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNUMBER: {
+      double v = lua_tonumber(L, idx);
+      if (isnan(v)) snprintf(buf, cap, "NaN");
+      else snprintf(buf, cap, "%.14g", v);
+      break;
+    }
+    case LUA_TSTRING: snprintf(buf, cap, "'%.60s'", lua_tostring(L, idx)); break;
+    default: snprintf(buf, cap, "a %s", luaL_typename(L, idx)); break;
+  }
+  return buf;
+}
+
+/* Checks t[key] (raw) is a finite number in [lo, hi]; returns true and sets
+ * *out when it is, leaves *out alone when the key is absent. */
+static bool check_number(struct check_ctx *c, lua_State *L, int t, const char *parent,
+                         const char *key, double lo, double hi, bool integer, double *out) {
+  lua_pushstring(L, key);
+  int type = lua_rawget(L, t);
+  bool ok = true;
+  if (type != LUA_TNIL) {
+    double v = lua_tonumber(L, -1);
+    if (type != LUA_TNUMBER || !isfinite(v) || v < lo || v > hi || (integer && v != floor(v))) {
+      char vb[80];
+      check_err(c, line_of(c, parent, key), "%s%s%s must be %s in [%.14g, %.14g], got %s",
+                parent ? parent : "", parent ? "." : "", key, integer ? "an integer" : "a number",
+                lo, hi, value_text(L, -1, vb, sizeof vb));
+      ok = false;
+    } else {
+      *out = v;
+    }
+  }
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* [-0, +1, e] Pushes the table at t[key] (unproxied), or nil when absent;
+ * reports a non-table. */
+static bool get_table(struct check_ctx *c, lua_State *L, int t, const char *key) {
+  lua_pushstring(L, key);
+  int type = lua_rawget(L, t);
+  if (type == LUA_TNIL) return false;
+  if (type != LUA_TTABLE) {
+    char vb[80];
+    check_err(c, line_of(c, NULL, key), "%s must be a table, got %s", key,
+              value_text(L, -1, vb, sizeof vb));
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return false;
+  }
+  lsandbox_unproxy(L, -1);
+  lua_remove(L, -2);
+  return true;
+}
+
+/* Reports keys of the table at t that are not in `known`. */
+static void check_keys(struct check_ctx *c, lua_State *L, int t, const char *parent,
+                       const char *const *known) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      char vb[80];
+      check_err(c, line_of(c, parent, NULL), "%s%shas a non-string key %s", parent ? parent : "",
+                parent ? " " : "the returned table ", value_text(L, -2, vb, sizeof vb));
+    } else {
+      const char *k = lua_tostring(L, -2);
+      bool found = false;
+      for (size_t i = 0; known[i] && !found; i++) found = strcmp(k, known[i]) == 0;
+      if (!found) {
+        char hint[300];
+        suggest(hint, sizeof hint, k, known);
+        int line = 0;
+        if (lua_type(L, -1) == LUA_TFUNCTION) { /* `function M.x()` has no `x =` */
+          lua_Debug ar;
+          lua_pushvalue(L, -1);
+          lua_getinfo(L, ">S", &ar);
+          line = ar.linedefined;
+        }
+        check_err(c, line > 0 ? line : line_of(c, parent, k), "unknown key '%s%s%s'%s",
+                  parent ? parent : "", parent ? "." : "", k, hint);
+      }
+    }
+    lua_pop(L, 1);
+  }
+}
+
+static void check_handshake(struct check_ctx *c, lua_State *L, int m, struct tunables *t) {
+  double v = t->min_protocol;
+  if (check_number(c, L, m, NULL, "min_protocol", 1, 65535, true, &v)) t->min_protocol = (int)v;
+  v = t->max_protocol;
+  if (check_number(c, L, m, NULL, "max_protocol", 1, 65535, true, &v)) t->max_protocol = (int)v;
+  if (t->min_protocol > t->max_protocol)
+    check_err(c, line_of(c, NULL, "max_protocol"),
+              "max_protocol (%d) must be >= min_protocol (%d)", t->max_protocol,
+              t->min_protocol);
+  check_number(c, L, m, NULL, "max_clock_skew_ms", 0, 86400000, false, &t->max_clock_skew_ms);
+}
+
+static void check_scoring(struct check_ctx *c, lua_State *L, int m, struct tunables *t) {
+  const char *cats[SCORE_NCATEGORIES + 1];
+  for (int i = 0; i < SCORE_NCATEGORIES; i++) cats[i] = lpolicy_category_name(i);
+  cats[SCORE_NCATEGORIES] = NULL;
+
+  if (get_table(c, L, m, "weights")) {
+    int w = lua_gettop(L);
+    int before = c->nerr;
+    check_keys(c, L, w, "weights", cats);
+    double sum = 0;
+    for (int i = 0; i < SCORE_NCATEGORIES; i++) {
+      lua_pushstring(L, cats[i]);
+      bool present = lua_rawget(L, w) != LUA_TNIL;
+      lua_pop(L, 1);
+      if (!present) {
+        check_err(c, line_of(c, NULL, "weights"),
+                  "weights.%s is missing (give all six: latency, uptime, blockPropagation, "
+                  "transactionRelay, validatorStatus, behavior)", cats[i]);
+        continue;
+      }
+      check_number(c, L, w, "weights", cats[i], 0, 1, false, &t->scoring.weights[i]);
+      sum += t->scoring.weights[i];
+    }
+    if (c->nerr == before && fabs(sum - 1.0) > 0.001)
+      check_err(c, line_of(c, NULL, "weights"),
+                "weights must sum to 1 (within 0.001), they sum to %.6g", sum);
+  }
+  lua_pop(L, 1);
+
+  if (get_table(c, L, m, "thresholds")) {
+    int th = lua_gettop(L);
+    int before = c->nerr;
+    check_keys(c, L, th, "thresholds", threshold_names);
+    double *dst[] = {&t->scoring.trusted, &t->scoring.neutral, &t->scoring.banned};
+    for (int i = 0; i < 3; i++) {
+      lua_pushstring(L, threshold_names[i]);
+      bool present = lua_rawget(L, th) != LUA_TNIL;
+      lua_pop(L, 1);
+      if (!present)
+        check_err(c, line_of(c, NULL, "thresholds"),
+                  "thresholds.%s is missing (give trusted, neutral and banned)",
+                  threshold_names[i]);
+      else
+        check_number(c, L, th, "thresholds", threshold_names[i], -100, 100, false, dst[i]);
+    }
+    if (c->nerr == before &&
+        !(t->scoring.banned < t->scoring.neutral && t->scoring.neutral < t->scoring.trusted))
+      check_err(c, line_of(c, NULL, "thresholds"),
+                "thresholds must satisfy banned < neutral < trusted, got banned=%.6g "
+                "neutral=%.6g trusted=%.6g",
+                t->scoring.banned, t->scoring.neutral, t->scoring.trusted);
+  }
+  lua_pop(L, 1);
+
+  if (get_table(c, L, m, "behaviors")) {
+    int b = lua_gettop(L);
+    check_keys(c, L, b, "behaviors", behavior_names);
+    for (int i = 0; i < N_BEHAVIORS; i++)
+      check_number(c, L, b, "behaviors", behavior_names[i], -100, 100, false, &t->behaviors[i]);
+  }
+  lua_pop(L, 1);
+
+  check_number(c, L, m, NULL, "ban_seconds", 0, 31536000, false, &t->scoring.ban_seconds);
+}
+
+static void check_relay(struct check_ctx *c, lua_State *L, int m, struct tunables *t) {
+  lua_pushliteral(L, "mode");
+  int type = lua_rawget(L, m);
+  if (type != LUA_TNIL) {
+    int mode = type == LUA_TSTRING ? lpolicy_relay_mode_parse(lua_tostring(L, -1)) : -1;
+    if (mode < 0) {
+      static const char *const modes[] = {"flood", "selective", "validator_only", NULL};
+      char vb[80], hint[120] = "";
+      if (type == LUA_TSTRING) {
+        suggest(hint, sizeof hint, lua_tostring(L, -1), modes);
+        if (strncmp(hint, " (did", 5) != 0) hint[0] = '\0';
+      }
+      check_err(c, line_of(c, NULL, "mode"),
+                "mode must be \"flood\", \"selective\" or \"validator_only\", got %s%s",
+                value_text(L, -1, vb, sizeof vb), hint);
+    } else {
+      t->mode = (enum relay_mode)mode;
+    }
+  }
+  lua_pop(L, 1);
+  check_number(c, L, m, NULL, "threshold", -100, 100, false, &t->threshold);
+}
+
+/* Protected: 1 the check_ctx, 2 what the file returned. */
+static int check_module(lua_State *L) {
+  struct check_ctx *c = lua_touserdata(L, 1);
+  struct generation *g = c->g;
+  lsandbox_unproxy(L, 2);
+  int m = lua_gettop(L);
+  if (!lua_istable(L, m)) {
+    check_err(c, return_line(c->text),
+              "the file must return a table of hooks and tunables, got %s", luaL_typename(L, m));
+    return 0;
+  }
+  const char *known[12];
+  size_t nk = 0;
+  for (int h = 0; h < PH_N; h++)
+    if (hooks[h].file == c->file) known[nk++] = hooks[h].name;
+  for (size_t i = 0; tunable_keys[c->file][i]; i++) known[nk++] = tunable_keys[c->file][i];
+  known[nk] = NULL;
+  check_keys(c, L, m, NULL, known);
+
+  for (int h = 0; h < PH_N; h++) {
+    if (hooks[h].file != c->file) continue;
+    lua_pushstring(L, hooks[h].name);
+    int type = lua_rawget(L, m);
+    if (type == LUA_TFUNCTION) {
+      lua_Debug ar;
+      lua_pushvalue(L, -1);
+      lua_getinfo(L, ">S", &ar);
+      g->line[h] = ar.linedefined > 0 ? ar.linedefined : line_of(c, NULL, hooks[h].name);
+      g->ref[h] = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+      if (type != LUA_TNIL) {
+        char vb[80];
+        check_err(c, line_of(c, NULL, hooks[h].name), "%s must be a function, got %s",
+                  hooks[h].name, value_text(L, -1, vb, sizeof vb));
+      }
+      lua_pop(L, 1);
+    }
+  }
+  switch (c->file) {
+    case PF_HANDSHAKE: check_handshake(c, L, m, &g->t); break;
+    case PF_SCORING: check_scoring(c, L, m, &g->t); break;
+    case PF_RELAY: check_relay(c, L, m, &g->t); break;
+    case PF_N: break;
+  }
+  return 0;
+}
+
+/* ---- calling hooks ------------------------------------------------------- */
+
+enum outcome { OUT_OK, OUT_ERROR, OUT_TIMEOUT, OUT_OOM, OUT_BAD_RETURN };
+static const char *const outcome_names[] = {"ok", "error", "timeout", "oom", "bad_return"};
+
+struct invoke {
+  enum phook hook;
+  int ref;
+  /* arguments */
+  const struct policy_handshake *hs;
+  const double *cats;
+  const char *behavior;
+  double total;
+  const char *msg_type;
+  const struct policy_relay_situation *sit;
+  /* results */
+  bool accept;
+  char reason[256];
+  double number;
+  enum relay_mode mode;
+  char bad[300]; /* set when the return value was unusable */
+};
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (v == NULL) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k); /* a fresh table: no metamethods */
+}
+
+static void set_num(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static int push_args(lua_State *L, const struct invoke *iv) {
+  switch (iv->hook) {
+    case PH_VALIDATE:
+      lua_createtable(L, 0, 8);
+      set_str(L, "node_id", iv->hs->node_id);
+      set_str(L, "address", iv->hs->address);
+      lua_pushboolean(L, iv->hs->inbound);
+      lua_setfield(L, -2, "inbound");
+      set_int(L, "protocol_version", iv->hs->protocol_version);
+      set_str(L, "network_id", iv->hs->network_id);
+      set_str(L, "local_network_id", iv->hs->local_network_id);
+      set_num(L, "clock_skew_ms", iv->hs->clock_skew_ms);
+      set_str(L, "metadata_json", iv->hs->metadata_json);
+      return 1;
+    case PH_TOTAL:
+      lua_createtable(L, 0, SCORE_NCATEGORIES);
+      for (int i = 0; i < SCORE_NCATEGORIES; i++) set_num(L, lpolicy_category_name(i), iv->cats[i]);
+      return 1;
+    case PH_DELTA:
+      lua_pushstring(L, iv->behavior);
+      lua_pushnumber(L, iv->total);
+      return 2;
+    case PH_SELECT_MODE:
+      lua_pushstring(L, iv->msg_type);
+      lua_createtable(L, 0, 3);
+      set_int(L, "peers", iv->sit->peers);
+      set_int(L, "validators", iv->sit->validators);
+      set_int(L, "trusted", iv->sit->trusted);
+      return 2;
+    case PH_N: break;
+  }
+  return 0;
+}
+
+static void check_number_result(lua_State *L, struct invoke *iv) {
+  char vb[80];
+  double v = lua_tonumber(L, -2);
+  if (lua_type(L, -2) != LUA_TNUMBER || !isfinite(v) || v < -100 || v > 100)
+    snprintf(iv->bad, sizeof iv->bad, "%s must return a finite number in [-100, 100], got %s",
+             hooks[iv->hook].full, value_text(L, -2, vb, sizeof vb));
+  else
+    iv->number = v;
+}
+
+/* Protected: 1 the struct invoke. Calls the hook and checks its results. */
+static int invoke_trampoline(lua_State *L) {
+  struct invoke *iv = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, iv->ref);
+  int nargs = push_args(L, iv);
+  lua_call(L, nargs, 2);
+  char vb[80];
+  switch (iv->hook) {
+    case PH_VALIDATE:
+      if (lua_type(L, -2) != LUA_TBOOLEAN) {
+        snprintf(iv->bad, sizeof iv->bad,
+                 "handshake.validate must return true, or false and a reason string; got %s",
+                 value_text(L, -2, vb, sizeof vb));
+      } else if (lua_toboolean(L, -2)) {
+        iv->accept = true;
+      } else if (lua_type(L, -1) != LUA_TSTRING) {
+        snprintf(iv->bad, sizeof iv->bad,
+                 "handshake.validate returned false without a reason string (got %s)",
+                 value_text(L, -1, vb, sizeof vb));
+      } else {
+        iv->accept = false;
+        snprintf(iv->reason, sizeof iv->reason, "%s", lua_tostring(L, -1));
+      }
+      break;
+    case PH_TOTAL:
+    case PH_DELTA: check_number_result(L, iv); break;
+    case PH_SELECT_MODE: {
+      int mode = lua_type(L, -2) == LUA_TSTRING ? lpolicy_relay_mode_parse(lua_tostring(L, -2)) : -1;
+      if (mode < 0)
+        snprintf(iv->bad, sizeof iv->bad,
+                 "relay.select_mode must return \"flood\", \"selective\" or \"validator_only\", "
+                 "got %s", value_text(L, -2, vb, sizeof vb));
+      else
+        iv->mode = (enum relay_mode)mode;
+      break;
+    }
+    case PH_N: break;
+  }
+  return 0;
+}
+
+static enum outcome invoke(struct generation *g, struct invoke *iv,
+                           const struct policy_limits *lim, double *elapsed, char *msg,
+                           size_t cap) {
+  struct lsandbox *sb = g->sb[hooks[iv->hook].file];
+  lua_State *L = lsandbox_state(sb);
+  int top = lua_gettop(L);
+  iv->ref = g->ref[iv->hook];
+  iv->bad[0] = '\0';
+  lua_pushcfunction(L, invoke_trampoline);
+  lua_pushlightuserdata(L, iv);
+  struct lsandbox_limits sl = call_limits(lim, 1);
+  enum lsandbox_status st = lsandbox_pcall(sb, 1, 0, &sl, elapsed);
+  if (lua_gettop(L) != top) { /* cannot happen; never let a state drift */
+    log_at(LV_ERROR, "policy_stack", "hook=%s top=%d expected=%d", hooks[iv->hook].full,
+           lua_gettop(L), top);
+    lua_settop(L, top);
+  }
+  switch (st) {
+    case LSANDBOX_OK:
+      if (iv->bad[0]) {
+        snprintf(msg, cap, "%s", iv->bad);
+        return OUT_BAD_RETURN;
+      }
+      msg[0] = '\0';
+      return OUT_OK;
+    case LSANDBOX_ERROR: first_line(msg, cap, lsandbox_message(sb), g->path[hooks[iv->hook].file]);
+      return OUT_ERROR;
+    case LSANDBOX_TIMEOUT: first_line(msg, cap, lsandbox_message(sb), g->path[hooks[iv->hook].file]);
+      return OUT_TIMEOUT;
+    case LSANDBOX_OOM: snprintf(msg, cap, "%s", lsandbox_message(sb)); return OUT_OOM;
+  }
+  return OUT_ERROR;
+}
+
+/* Runs a hook for a caller: false means "use the C default". */
+static bool policy_call(struct policy_host *h, struct invoke *iv) {
+  struct generation *g = h->gen;
+  if (g == NULL || g->ref[iv->hook] == LUA_NOREF) return false;
+  struct hook_stats *s = &h->stats[iv->hook];
+  s->calls++;
+  if (s->disabled) {
+    s->defaulted++;
+    return false;
+  }
+  double ms = 0;
+  char msg[300];
+  enum outcome o = invoke(g, iv, &h->limits, &ms, msg, sizeof msg);
+  s->time_ms += ms;
+  if (o == OUT_OK) {
+    s->consecutive = 0;
+    return true;
+  }
+  switch (o) {
+    case OUT_ERROR: s->errors++; break;
+    case OUT_TIMEOUT: s->timeouts++; break;
+    case OUT_OOM: s->oom++; break;
+    case OUT_BAD_RETURN: s->bad_returns++; break;
+    case OUT_OK: break;
+  }
+  s->defaulted++;
+  s->consecutive++;
+  snprintf(s->last_error, sizeof s->last_error, "%s", msg);
+  const char *path = g->path[hooks[iv->hook].file];
+  log_limited(&s->rl, LV_WARN, "policy_hook_failed",
+              "hook=%s result=%s hook_at=%s:%d msg=%s default=used", hooks[iv->hook].full,
+              outcome_names[o], path, g->line[iv->hook], msg);
+  if (h->limits.failures > 0 && s->consecutive >= h->limits.failures) {
+    s->disabled = true;
+    log_at(LV_ERROR, "policy_hook_disabled",
+           "hook=%s hook_at=%s:%d failures=%d msg=%s", hooks[iv->hook].full, path,
+           g->line[iv->hook], s->consecutive,
+           "switched off after consecutive failures: the C default answers until the next "
+           "successful reload");
+  }
+  return false;
+}
+
+/* ---- generations ----------------------------------------------------------- */
+
+static void gen_free(struct generation *g) {
+  if (g == NULL) return;
+  for (int f = 0; f < PF_N; f++) {
+    lsandbox_free(g->sb[f]);
+    free(g->path[f]);
+  }
+  free(g);
+}
+
+static void tunables_defaults(struct tunables *t, const struct lpolicy_config *cfg) {
+  memset(t, 0, sizeof *t);
+  t->min_protocol = 1;
+  t->max_protocol = 1;
+  t->max_clock_skew_ms = 30000;
+  memcpy(t->scoring.weights, cfg->weights, sizeof t->scoring.weights);
+  t->scoring.trusted = cfg->trusted;
+  t->scoring.neutral = cfg->neutral;
+  t->scoring.banned = cfg->banned;
+  t->scoring.ban_seconds = DEFAULT_BAN_SECONDS;
+  memcpy(t->behaviors, behavior_seed, sizeof t->behaviors);
+  t->mode = cfg->relay_mode;
+  t->threshold = cfg->relay_threshold;
+}
+
+static char *read_file(const char *path, size_t *len, char *err, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    snprintf(err, cap, "cannot read the policy file: %s", strerror(errno));
+    return NULL;
+  }
+  char *buf = malloc(POLICY_FILE_MAX + 1);
+  size_t n = buf ? fread(buf, 1, POLICY_FILE_MAX + 1, f) : 0;
+  bool bad = buf == NULL || ferror(f);
+  fclose(f);
+  if (bad || n > POLICY_FILE_MAX) {
+    snprintf(err, cap, bad ? "cannot read the policy file" : "the policy file exceeds %d bytes",
+             POLICY_FILE_MAX);
+    free(buf);
+    return NULL;
+  }
+  buf[n] = '\0';
+  *len = n;
+  return buf;
+}
+
+/* Loads, runs and checks one file into g; returns the number of problems. */
+static int load_file(struct generation *g, enum pfile f, const struct policy_limits *lim,
+                     const char *literal, struct conf_errors *errs) {
+  const char *path = g->path[f];
+  char err[1024];
+  size_t len = 0;
+  char *text = read_file(path, &len, err, sizeof err);
+  if (text == NULL) {
+    errs_add(errs, "%s: %s (a policy directory needs handshake.lua, scoring.lua and relay.lua)",
+             path, err);
+    return 1;
+  }
+  if (memchr(text, '\0', len) != NULL) {
+    errs_add(errs, "%s: the file contains a NUL byte (policies are text)", path);
+    free(text);
+    return 1;
+  }
+  struct lpolicy_env env = {.literal = literal, .lim = call_limits(lim, 1), .policy = file_names[f]};
+  struct lsandbox *sb = lsandbox_new(file_names[f], lim->memory, lpolicy_open, &env, err,
+                                     sizeof err);
+  if (sb == NULL) {
+    errs_add(errs, "%s: cannot create the policy's sandbox: %s", path, err);
+    free(text);
+    return 1;
+  }
+  g->sb[f] = sb;
+  lua_State *L = lsandbox_state(sb);
+  char chunkname[1100];
+  snprintf(chunkname, sizeof chunkname, "@%s", path);
+  char msg[1024];
+  enum lsandbox_status st = lsandbox_load(sb, text, len, chunkname);
+  if (st != LSANDBOX_OK) {
+    located(msg, sizeof msg, lsandbox_message(sb), path);
+    errs_add(errs, "%s", msg);
+    free(text);
+    return 1;
+  }
+  struct lsandbox_limits ll = call_limits(lim, LOAD_MULTIPLIER);
+  st = lsandbox_pcall(sb, 0, 1, &ll, NULL);
+  if (st != LSANDBOX_OK) {
+    located(msg, sizeof msg, lsandbox_message(sb), path);
+    errs_add(errs, "%s%s", msg,
+             st == LSANDBOX_ERROR ? "" : " (while running the file's top level, which gets "
+                                         "10x the per-call limits)");
+    free(text);
+    return 1;
+  }
+  struct check_ctx c = {.file = f, .path = path, .text = text, .errs = errs, .g = g};
+  lua_pushcfunction(L, check_module);
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, &c);
+  lua_insert(L, -2);
+  st = lsandbox_pcall(sb, 2, 0, &ll, NULL);
+  if (st != LSANDBOX_OK) {
+    errs_add(errs, "%s: checking the returned table failed: %s", path, lsandbox_message(sb));
+    c.nerr++;
+  }
+  free(text);
+  return c.nerr;
+}
+
+/* Calls every defined hook of file f once with representative arguments. */
+static int self_test(struct generation *g, enum pfile f, const struct policy_limits *lim,
+                     struct conf_errors *errs) {
+  static const double mid[SCORE_NCATEGORIES] = {5, 5, 5, 5, 5, 5};
+  const struct policy_handshake hs = {
+      .node_id = "0000000000000000000000000000000000000000000000000000000000000000",
+      .address = "127.0.0.1:8765",
+      .inbound = true,
+      .protocol_version = g->t.min_protocol,
+      .network_id = "bt2c-selftest",
+      .local_network_id = "bt2c-selftest",
+      .clock_skew_ms = 0,
+      .metadata_json = "{\"version\":\"1.0.0\",\"isValidator\":false}"};
+  const struct policy_relay_situation sit = {.peers = 8, .validators = 2, .trusted = 3};
+  static const char *const sample[PH_N] = {
+      "({node_id=..., network_id=local_network_id, ...})", "({latency=5, uptime=5, ...})",
+      "(\"GOOD_BLOCK\", 0)", "(\"block\", {peers=8, validators=2, trusted=3})"};
+  int problems = 0;
+  for (int h = 0; h < PH_N; h++) {
+    if (hooks[h].file != f || g->ref[h] == LUA_NOREF) continue;
+    struct invoke iv = {.hook = (enum phook)h, .hs = &hs, .cats = mid, .behavior = "GOOD_BLOCK",
+                        .total = 0, .msg_type = "block", .sit = &sit};
+    double ms;
+    char msg[300];
+    enum outcome o = invoke(g, &iv, lim, &ms, msg, sizeof msg);
+    if (o != OUT_OK) {
+      errs_add(errs, "%s:%d: self-test %s%s failed (%s): %s", g->path[f], g->line[h],
+               hooks[h].full, sample[h], outcome_names[o], msg);
+      problems++;
+    }
+  }
+  return problems;
+}
+
+static struct generation *build(const struct policy_limits *lim, const char *literal,
+                                const struct lpolicy_config *cfg, const char *dir,
+                                struct conf_errors *errs) {
+  struct generation *g = calloc(1, sizeof *g);
+  if (g == NULL) {
+    errs_add(errs, "%s: out of memory", dir);
+    return NULL;
+  }
+  for (int h = 0; h < PH_N; h++) g->ref[h] = LUA_NOREF;
+  tunables_defaults(&g->t, cfg);
+  int problems = 0;
+  for (int f = 0; f < PF_N; f++) {
+    size_t n = strlen(dir) + strlen(file_names[f]) + 8;
+    g->path[f] = malloc(n);
+    if (g->path[f] == NULL) {
+      gen_free(g);
+      return NULL;
+    }
+    snprintf(g->path[f], n, "%s/%s.lua", dir, file_names[f]);
+    int p = load_file(g, f, lim, literal, errs);
+    if (p == 0) p = self_test(g, f, lim, errs);
+    problems += p;
+  }
+  if (problems) {
+    gen_free(g);
+    return NULL;
+  }
+  return g;
+}
+
+/* ---- host ------------------------------------------------------------------ */
+
+static void normalise_limits(struct policy_limits *l) {
+  if (l->instructions <= 0) l->instructions = 1000000;
+  if (l->time_ms <= 0) l->time_ms = 50;
+  if (l->memory == 0) l->memory = 16u << 20;
+  if (l->failures < 0) l->failures = 0;
+}
+
+/* Evaluates the config literal once, for the C defaults. */
+static int read_config(const struct policy_limits *lim, const char *literal,
+                       struct lpolicy_config *cfg, char *err, size_t cap) {
+  struct lpolicy_env env = {.literal = literal, .lim = call_limits(lim, 1), .policy = "config"};
+  struct lsandbox *sb = lsandbox_new("config", lim->memory, lpolicy_open, &env, err, cap);
+  if (sb == NULL) return -1;
+  *cfg = env.cfg;
+  lsandbox_free(sb);
+  return 0;
+}
+
+struct policy_host *policy_host_new(const struct policy_limits *limits,
+                                    const char *config_literal) {
+  struct policy_host *h = calloc(1, sizeof *h);
+  if (h == NULL) return NULL;
+  h->limits = *limits;
+  normalise_limits(&h->limits);
+  char err[512];
+  if (read_config(&h->limits, config_literal, &h->cfg, err, sizeof err) != 0) {
+    log_at(LV_ERROR, "policy_config", "msg=%s", err);
+    free(h);
+    return NULL;
+  }
+  if (config_literal && (h->config_literal = xstrdup(config_literal)) == NULL) {
+    free(h);
+    return NULL;
+  }
+  return h;
+}
+
+void policy_host_free(struct policy_host *h) {
+  if (h == NULL) return;
+  gen_free(h->gen);
+  errs_clear(&h->last_errors);
+  free(h->config_literal);
+  free(h);
+}
+
 int policy_reload(struct policy_host *h, const char *dir, struct conf_errors *errs) {
-  (void)dir; (void)errs; h->generation++; return 0;
+  struct conf_errors mine = {0};
+  struct generation *g = build(&h->limits, h->config_literal, &h->cfg, dir, &mine);
+  errs_clear(&h->last_errors);
+  for (size_t i = 0; i < mine.n; i++) {
+    errs_add(&h->last_errors, "%s", mine.msg[i]);
+    if (errs) errs_add(errs, "%s", mine.msg[i]);
+  }
+  errs_clear(&mine);
+  /* the caller logs the outcome and the errors (node_reload_policies) */
+  if (g == NULL) {
+    log_at(LV_DEBUG, "policy_generation_refused", "dir=%s kept=%lu", dir, h->generation);
+    return -1;
+  }
+  gen_free(h->gen);
+  h->gen = g;
+  h->generation++;
+  memset(h->stats, 0, sizeof h->stats);
+  log_at(LV_DEBUG, "policy_generation_swapped", "dir=%s generation=%lu", dir, h->generation);
+  return 0;
 }
+
 unsigned long policy_generation(const struct policy_host *h) { return h->generation; }
+
 int policy_check_dir(const struct policy_limits *limits, const char *config_literal,
                      const char *dir, struct conf_errors *errs) {
-  (void)limits; (void)config_literal; (void)dir; (void)errs; return 0;
+  struct policy_limits lim = *limits;
+  normalise_limits(&lim);
+  struct lpolicy_config cfg;
+  char err[512];
+  if (read_config(&lim, config_literal, &cfg, err, sizeof err) != 0) {
+    errs_add(errs, "%s", err);
+    return -1;
+  }
+  struct generation *g = build(&lim, config_literal, &cfg, dir, errs);
+  if (g == NULL) return -1;
+  gen_free(g);
+  return 0;
 }
-void policy_push_stats(lua_State *L, const struct policy_host *h) { (void)h; lua_newtable(L); }
+
+void policy_push_stats(lua_State *L, const struct policy_host *h) {
+  lua_newtable(L);
+  const struct generation *g = h->gen;
+  if (g == NULL) return;
+  for (int i = 0; i < PH_N; i++) {
+    const struct hook_stats *s = &h->stats[i];
+    lua_createtable(L, 0, 14);
+    lua_pushboolean(L, g->ref[i] != LUA_NOREF);
+    lua_setfield(L, -2, "defined");
+    lua_pushinteger(L, (lua_Integer)s->calls);
+    lua_setfield(L, -2, "calls");
+    lua_pushinteger(L, (lua_Integer)s->errors);
+    lua_setfield(L, -2, "errors");
+    lua_pushinteger(L, (lua_Integer)s->timeouts);
+    lua_setfield(L, -2, "timeouts");
+    lua_pushinteger(L, (lua_Integer)s->oom);
+    lua_setfield(L, -2, "oom");
+    lua_pushinteger(L, (lua_Integer)s->bad_returns);
+    lua_setfield(L, -2, "bad_returns");
+    lua_pushinteger(L, (lua_Integer)s->defaulted);
+    lua_setfield(L, -2, "defaulted");
+    lua_pushnumber(L, s->time_ms);
+    lua_setfield(L, -2, "time_ms");
+    lua_pushboolean(L, s->disabled);
+    lua_setfield(L, -2, "disabled");
+    lua_pushinteger(L, s->consecutive);
+    lua_setfield(L, -2, "consecutive_failures");
+    lua_pushinteger(L, (lua_Integer)lsandbox_memory(g->sb[hooks[i].file]));
+    lua_setfield(L, -2, "memory");
+    if (g->ref[i] != LUA_NOREF) {
+      lua_pushfstring(L, "%s:%d", g->path[hooks[i].file], g->line[i]);
+      lua_setfield(L, -2, "where");
+    }
+    if (s->last_error[0]) {
+      lua_pushstring(L, s->last_error);
+      lua_setfield(L, -2, "last_error");
+    }
+    lua_setfield(L, -2, hooks[i].full);
+  }
+}
+
+void policy_push_errors(lua_State *L, const struct policy_host *h) {
+  lua_createtable(L, (int)h->last_errors.n, 0);
+  for (size_t i = 0; i < h->last_errors.n; i++) {
+    lua_pushstring(L, h->last_errors.msg[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
+/* ---- typed hooks --------------------------------------------------------- */
+
+static const struct tunables *active(const struct policy_host *h, struct tunables *tmp) {
+  if (h->gen) return &h->gen->t;
+  tunables_defaults(tmp, &h->cfg);
+  return tmp;
+}
+
+bool policy_handshake_validate(struct policy_host *h, const struct policy_handshake *in,
+                               char *reason, size_t reason_cap) {
+  struct invoke iv = {.hook = PH_VALIDATE, .hs = in};
+  bool accept;
+  const char *why;
+  if (policy_call(h, &iv)) {
+    accept = iv.accept;
+    why = iv.reason;
+  } else {
+    accept = in->network_id && in->local_network_id &&
+             strcmp(in->network_id, in->local_network_id) == 0;
+    why = "network id mismatch";
+  }
+  if (reason && reason_cap) snprintf(reason, reason_cap, "%s", accept ? "" : why);
+  return accept;
+}
+
+double policy_scoring_total(struct policy_host *h, const double cat[SCORE_NCATEGORIES]) {
+  struct invoke iv = {.hook = PH_TOTAL, .cats = cat};
+  if (policy_call(h, &iv)) return iv.number;
+  struct tunables tmp;
+  const struct tunables *t = active(h, &tmp);
+  double sum = 0;
+  for (int i = 0; i < SCORE_NCATEGORIES; i++) sum += t->scoring.weights[i] * cat[i];
+  return sum < -100 ? -100 : sum > 100 ? 100 : sum;
+}
+
+double policy_scoring_behavior_delta(struct policy_host *h, const char *behavior,
+                                     double current_total) {
+  struct invoke iv = {.hook = PH_DELTA, .behavior = behavior, .total = current_total};
+  if (policy_call(h, &iv)) return iv.number;
+  struct tunables tmp;
+  const struct tunables *t = active(h, &tmp);
+  for (int i = 0; i < N_BEHAVIORS; i++)
+    if (strcmp(behavior, behavior_names[i]) == 0) return t->behaviors[i];
+  return 0;
+}
+
+void policy_scoring_params(const struct policy_host *h, struct policy_scoring_params *out) {
+  struct tunables tmp;
+  *out = active(h, &tmp)->scoring;
+}
+
+enum relay_mode policy_relay_select_mode(struct policy_host *h, const char *msg_type,
+                                         const struct policy_relay_situation *s) {
+  struct invoke iv = {.hook = PH_SELECT_MODE, .msg_type = msg_type, .sit = s};
+  if (policy_call(h, &iv)) return iv.mode;
+  struct tunables tmp;
+  return active(h, &tmp)->mode;
+}
+
+double policy_relay_threshold(const struct policy_host *h) {
+  struct tunables tmp;
+  return active(h, &tmp)->threshold;
+}
+
+enum relay_mode policy_relay_mode(const struct policy_host *h) {
+  struct tunables tmp;
+  return active(h, &tmp)->mode;
+}
+
+void policy_handshake_params(const struct policy_host *h, struct policy_handshake_params *out) {
+  struct tunables tmp;
+  const struct tunables *t = active(h, &tmp);
+  out->min_protocol = t->min_protocol;
+  out->max_protocol = t->max_protocol;
+  out->max_clock_skew_ms = t->max_clock_skew_ms;
+}
+
+/* ---- diagnostics ------------------------------------------------------------ */
+
+double policy_eval(struct policy_host *h, const char *file, const char *code, lua_State *to) {
+  int f = 0;
+  while (f < PF_N && strcmp(file, file_names[f]) != 0) f++;
+  if (h->gen == NULL || f == PF_N) {
+    lua_pushliteral(to, "none");
+    lua_pushstring(to, h->gen ? "unknown policy file (handshake, scoring or relay)"
+                              : "no policy generation is loaded");
+    return 0;
+  }
+  struct lsandbox *sb = h->gen->sb[f];
+  lua_State *L = lsandbox_state(sb);
+  int top = lua_gettop(L);
+  enum lsandbox_status st = lsandbox_load(sb, code, strlen(code), "=eval");
+  double ms = 0;
+  if (st == LSANDBOX_OK) {
+    struct lsandbox_limits sl = call_limits(&h->limits, 1);
+    st = lsandbox_pcall(sb, 0, LUA_MULTRET, &sl, &ms);
+  }
+  lua_pushstring(to, lsandbox_status_name(st));
+  if (st == LSANDBOX_OK) {
+    lsandbox_copy_out(L, top + 1, lua_gettop(L) - top, to);
+  } else {
+    lua_pushstring(to, lsandbox_message(sb));
+  }
+  lua_settop(L, top);
+  return ms;
+}

@@ -31,14 +31,19 @@ struct policy_host;
 
 /* `config_literal` is conf.normalized (a Lua table constructor) or NULL; the
  * policies see it as the read-only global `config`. No policy is loaded yet:
- * until the first successful policy_reload() every hook gives its default. */
+ * until the first successful policy_reload() every hook gives its default.
+ * Limits <= 0 take the built-in defaults (1e6 instructions, 50 ms, 16 MiB).
+ * Returns NULL when out of memory or when the literal does not evaluate to a
+ * table with the expected types (logged with the culprit key). */
 struct policy_host *policy_host_new(const struct policy_limits *limits,
                                     const char *config_literal);
 void policy_host_free(struct policy_host *h);
 
 /* Builds a new generation from dir and swaps it in if all of it is good.
  * Returns 0 on success, or -1 with every problem as "file:line: message" in
- * errs, leaving the running generation in place. */
+ * errs (appended; errs may be NULL), leaving the running generation in place.
+ * It does not log the outcome: the caller does. A swap resets the per-hook
+ * counters and re-enables switched-off hooks. */
 int policy_reload(struct policy_host *h, const char *dir, struct conf_errors *errs);
 
 /* Number of successful swaps so far (0 before the first load). */
@@ -50,8 +55,22 @@ int policy_check_dir(const struct policy_limits *limits, const char *config_lite
 
 /* [-0, +1, m] Pushes the per-hook counters, keyed "file.hook"
  * (e.g. "relay.select_mode"): calls, errors, timeouts, oom, bad_returns,
- * defaulted, time_ms, disabled. */
+ * defaulted, time_ms, disabled; also defined (the policy has the hook),
+ * consecutive_failures, memory (bytes of the file's state), where
+ * ("file:line" of the hook) and last_error. Empty before the first load. */
 void policy_push_stats(lua_State *L, const struct policy_host *h);
+
+/* [-0, +1, m] Pushes the problems of the last reload attempt as an array of
+ * "file:line: message" strings (empty after a successful reload). */
+void policy_push_errors(lua_State *L, const struct policy_host *h);
+
+/* For tests and diagnostics: runs the text chunk `code` inside the active
+ * generation's state of `file` ("handshake", "scoring", "relay") under the
+ * per-call limits, exactly as a hook would run. [-0, +2, m] on L: pushes the
+ * status ("ok", "error", "timeout", "oom"; "none" without a generation) and
+ * either an array of the results (copied, see lsandbox_copy_out) or the
+ * message. Returns the elapsed milliseconds. */
+double policy_eval(struct policy_host *h, const char *file, const char *code, lua_State *L);
 
 /* ---- hooks ------------------------------------------------------------- */
 
@@ -72,7 +91,8 @@ bool policy_handshake_validate(struct policy_host *h, const struct policy_handsh
                                char *reason, size_t reason_cap);
 
 /* scoring.total: combines category scores (each 0..10) into a total.
- * Default: the weighted sum with the generation's weights. */
+ * Default: the weighted sum with the generation's weights, clamped to
+ * -100..100 as the seed does. */
 double policy_scoring_total(struct policy_host *h, const double cat[SCORE_NCATEGORIES]);
 
 /* scoring.behavior_delta: score change for one PeerBehavior event
@@ -98,5 +118,15 @@ struct policy_relay_situation {
 enum relay_mode policy_relay_select_mode(struct policy_host *h, const char *msg_type,
                                          const struct policy_relay_situation *s);
 double policy_relay_threshold(const struct policy_host *h);
+/* The relay policy's `mode` tunable (messageRelay.relayMode by default). */
+enum relay_mode policy_relay_mode(const struct policy_host *h);
+
+/* The handshake policy's tunables (1, 1, 30000 by default); C reports them,
+ * the policy's validate hook applies them. */
+struct policy_handshake_params {
+  int min_protocol, max_protocol;
+  double max_clock_skew_ms;
+};
+void policy_handshake_params(const struct policy_host *h, struct policy_handshake_params *out);
 
 #endif
