@@ -100,3 +100,42 @@ describe("signals", function()
     assert.truthy(node:log():find("event=start_failed", 1, true))
   end)
 end)
+
+describe("a runaway policy in a live node", function()
+  after_each(function() H.cleanup() end)
+
+  it("costs at most its budget per call, then is switched off, and the node keeps serving", function()
+    local dir = H.tmpdir()
+    local pdir = H.copy_policies(dir)
+    H.write_file(pdir .. "/handshake.lua", table.concat({
+      "local M = {}",
+      "local armed = false",
+      "function M.validate(info)",
+      "  if not armed then armed = true return true end -- the load-time self-test",
+      "  while true do end",
+      "end",
+      "return M",
+    }, "\n"))
+    local a = H.start({ dir = dir, policies = pdir,
+      config = { policyLimits = { time = 50, failures = 5 } } })
+    local url = "ws://127.0.0.1:" .. a.port
+    local others = {}
+    for i = 1, 7 do others[i] = H.start({ config = { bootstrapPeers = { url } } }) end
+    -- every handshake completes: the C default (same network) accepts
+    assert.truthy(H.wait_for(function()
+      return a:eval("return network.get_network_status().peers.inbound") == 7
+    end, 20))
+    local st = a:eval('return policy.errors()["handshake.validate"]')
+    -- five calls ran into the budget; the last two found the hook switched off
+    assert.equal(7, st.calls)
+    assert.equal(5, st.timeouts)
+    assert.equal(7, st.defaulted)
+    assert.is_true(st.disabled)
+    assert.is_true(st.time_ms <= 5 * 50, "spent " .. st.time_ms .. " ms")
+    assert.truthy(a:log():find("handshake.lua:5: instruction budget exceeded", 1, true))
+    -- the console still answers promptly
+    local t0 = sys.now()
+    assert.equal(1, a:eval("return 1"))
+    assert.is_true(sys.now() - t0 < 2)
+  end)
+end)
