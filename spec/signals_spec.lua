@@ -119,8 +119,7 @@ describe("a runaway policy in a live node", function()
     local a = H.start({ dir = dir, policies = pdir,
       config = { policyLimits = { time = 50, failures = 5 } } })
     local url = "ws://127.0.0.1:" .. a.port
-    local others = {}
-    for i = 1, 7 do others[i] = H.start({ config = { bootstrapPeers = { url } } }) end
+    for _ = 1, 7 do H.start({ config = { bootstrapPeers = { url } } }) end
     -- every handshake completes: the C default (same network) accepts
     assert.truthy(H.wait_for(function()
       return a:eval("return network.get_network_status().peers.inbound") == 7
