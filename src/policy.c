@@ -23,58 +23,11 @@
 #include "log.h"
 #include "lpolicy.h"
 #include "lsandbox.h"
+#include "policy_int.h"
 
 #define LOAD_MULTIPLIER 10       /* the top-level chunk may use 10x a call's budget */
 #define POLICY_FILE_MAX (1 << 20)
 #define DEFAULT_BAN_SECONDS 43200.0 /* 12 h, Lighthouse's order of magnitude */
-
-enum pfile { PF_HANDSHAKE, PF_SCORING, PF_RELAY, PF_N };
-static const char *const file_names[PF_N] = {"handshake", "scoring", "relay"};
-
-enum phook { PH_VALIDATE, PH_TOTAL, PH_DELTA, PH_SELECT_MODE, PH_N };
-static const struct {
-  enum pfile file;
-  const char *name; /* key in the file's table */
-  const char *full; /* "file.hook", the stats key */
-} hooks[PH_N] = {
-    {PF_HANDSHAKE, "validate", "handshake.validate"},
-    {PF_SCORING, "total", "scoring.total"},
-    {PF_SCORING, "behavior_delta", "scoring.behavior_delta"},
-    {PF_RELAY, "select_mode", "relay.select_mode"},
-};
-
-/* Tunable keys per file (hooks are added from the table above). */
-static const char *const tunable_keys[PF_N][5] = {
-    {"min_protocol", "max_protocol", "max_clock_skew_ms", NULL},
-    {"weights", "thresholds", "behaviors", "ban_seconds", NULL},
-    {"mode", "threshold", NULL},
-};
-
-#define N_BEHAVIORS 11
-static const char *const behavior_names[N_BEHAVIORS + 1] = {
-    "GOOD_BLOCK", "BAD_BLOCK", "GOOD_TRANSACTION", "BAD_TRANSACTION", "SPAM", "INVALID_MESSAGE",
-    "TIMEOUT",    "DISCONNECT", "RECONNECT",       "RELAY_SUCCESS",   "RELAY_FAILURE", NULL};
-/* The seed's PeerScoring.recordBehavior deltas. */
-static const double behavior_seed[N_BEHAVIORS] = {2, -5, 1, -2, -10, -3, -1, -1, 1, 1, -1};
-
-static const char *const threshold_names[] = {"trusted", "neutral", "banned", NULL};
-
-struct tunables {
-  int min_protocol, max_protocol;
-  double max_clock_skew_ms;
-  struct policy_scoring_params scoring;
-  double behaviors[N_BEHAVIORS];
-  enum relay_mode mode;
-  double threshold;
-};
-
-struct generation {
-  struct lsandbox *sb[PF_N];
-  char *path[PF_N];
-  int ref[PH_N]; /* in the file's registry; LUA_NOREF when the hook is absent */
-  int line[PH_N];
-  struct tunables t;
-};
 
 struct hook_stats {
   unsigned long calls, errors, timeouts, oom, bad_returns, defaulted;
@@ -95,28 +48,8 @@ struct policy_host {
   struct conf_errors last_errors;
 };
 
+
 /* ---- small helpers ------------------------------------------------------- */
-
-static char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d) memcpy(d, s, n);
-  return d;
-}
-
-static void errs_add(struct conf_errors *errs, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void errs_add(struct conf_errors *errs, const char *fmt, ...) {
-  char buf[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  char **m = realloc(errs->msg, (errs->n + 1) * sizeof *m);
-  if (m == NULL) return;
-  errs->msg = m;
-  if ((m[errs->n] = xstrdup(buf)) != NULL) errs->n++;
-}
 
 static void errs_clear(struct conf_errors *errs) {
   for (size_t i = 0; i < errs->n; i++) free(errs->msg[i]);
@@ -155,365 +88,6 @@ static void located(char *out, size_t cap, const char *msg, const char *path) {
     snprintf(out, cap, "%s", line);
   else
     snprintf(out, cap, "%s: %s", path, line);
-}
-
-/* ---- source lines ---------------------------------------------------------- */
-
-static bool ident_char(int c) { return isalnum(c) || c == '_'; }
-
-/* Line (1-based) of the first `key =` (or ["key"] =) at or after line
- * `from`, ignoring -- comments; 0 if none. */
-static int key_line(const char *text, const char *key, int from) {
-  size_t klen = strlen(key);
-  int lineno = 1;
-  for (const char *ln = text; *ln; lineno++) {
-    const char *eol = strchr(ln, '\n');
-    if (eol == NULL) eol = ln + strlen(ln);
-    if (lineno >= from) {
-      const char *end = ln;
-      while (end < eol && !(end[0] == '-' && end + 1 < eol && end[1] == '-')) end++;
-      for (const char *p = ln; p + klen <= end; p++) {
-        if (memcmp(p, key, klen) != 0) continue;
-        const char *q = p + klen;
-        bool bare = (p == ln || !ident_char((unsigned char)p[-1])) &&
-                    (q == end || !ident_char((unsigned char)*q));
-        bool quoted = p > ln + 1 && (p[-1] == '"' || p[-1] == '\'') && p[-2] == '[' &&
-                      q + 1 < end && *q == p[-1] && q[1] == ']';
-        if (quoted) q += 2;
-        if (!bare && !quoted) continue;
-        while (q < end && (*q == ' ' || *q == '\t')) q++;
-        if (q < end && *q == '=' && (q + 1 == end || q[1] != '=')) return lineno;
-      }
-    }
-    ln = *eol ? eol + 1 : eol;
-  }
-  return 0;
-}
-
-/* Line of the last `return` at the start of a line, or 1. */
-static int return_line(const char *text) {
-  int lineno = 1, found = 1;
-  for (const char *ln = text; *ln; lineno++) {
-    const char *p = ln;
-    while (*p == ' ' || *p == '\t') p++;
-    if (strncmp(p, "return", 6) == 0 && !ident_char((unsigned char)p[6])) found = lineno;
-    const char *eol = strchr(ln, '\n');
-    if (eol == NULL) break;
-    ln = eol + 1;
-  }
-  return found;
-}
-
-static int edit_distance(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  if (la > 40 || lb > 40) return 99;
-  int d[41][41];
-  for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
-  for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
-  for (size_t i = 1; i <= la; i++)
-    for (size_t j = 1; j <= lb; j++) {
-      int cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
-      int v = d[i - 1][j] + 1;
-      if (d[i][j - 1] + 1 < v) v = d[i][j - 1] + 1;
-      if (d[i - 1][j - 1] + cost < v) v = d[i - 1][j - 1] + cost;
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-          d[i - 2][j - 2] + 1 < v)
-        v = d[i - 2][j - 2] + 1;
-      d[i][j] = v;
-    }
-  return d[la][lb];
-}
-
-/* " (did you mean 'x'?)" or " (known: a, b, c)" for an unknown key. */
-static void suggest(char *out, size_t cap, const char *key, const char *const *known) {
-  const char *best = NULL;
-  int bestd = 99;
-  for (size_t i = 0; known[i]; i++) {
-    int d = edit_distance(key, known[i]);
-    if (d < bestd) {
-      bestd = d;
-      best = known[i];
-    }
-  }
-  int allowed = strlen(key) <= 4 ? 1 : 2;
-  if (best && bestd <= allowed) {
-    snprintf(out, cap, " (did you mean '%s'?)", best);
-    return;
-  }
-  size_t used = (size_t)snprintf(out, cap, " (known keys:");
-  for (size_t i = 0; known[i] && used < cap; i++)
-    used += (size_t)snprintf(out + used, cap - used, "%s %s", i ? "," : "", known[i]);
-  if (used < cap) snprintf(out + used, cap - used, ")");
-}
-
-/* ---- loading: checks ------------------------------------------------------- */
-
-struct check_ctx {
-  enum pfile file;
-  const char *path;
-  const char *text;
-  struct conf_errors *errs;
-  struct generation *g;
-  int nerr;
-};
-
-static void check_err(struct check_ctx *c, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void check_err(struct check_ctx *c, int line, const char *fmt, ...) {
-  char buf[800];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  errs_add(c->errs, "%s:%d: %s", c->path, line, buf);
-  c->nerr++;
-}
-
-/* Line of `key` (looked for from the line of `parent`, if any), falling back
- * to the parent's line and then to the final return. */
-static int line_of(struct check_ctx *c, const char *parent, const char *key) {
-  int from = 1;
-  if (parent) {
-    int pl = key_line(c->text, parent, 1);
-    if (pl) from = pl;
-  }
-  int l = key ? key_line(c->text, key, from) : 0;
-  if (l == 0 && parent) l = key_line(c->text, parent, 1);
-  return l ? l : return_line(c->text);
-}
-
-static const char *value_text(lua_State *L, int idx, char *buf, size_t cap) {
-  switch (lua_type(L, idx)) {
-    case LUA_TNUMBER: {
-      double v = lua_tonumber(L, idx);
-      if (isnan(v)) snprintf(buf, cap, "NaN");
-      else snprintf(buf, cap, "%.14g", v);
-      break;
-    }
-    case LUA_TSTRING: snprintf(buf, cap, "'%.60s'", lua_tostring(L, idx)); break;
-    default: snprintf(buf, cap, "a %s", luaL_typename(L, idx)); break;
-  }
-  return buf;
-}
-
-/* Checks t[key] (raw) is a finite number in [lo, hi]; returns true and sets
- * *out when it is, leaves *out alone when the key is absent. */
-static bool check_number(struct check_ctx *c, lua_State *L, int t, const char *parent,
-                         const char *key, double lo, double hi, bool integer, double *out) {
-  lua_pushstring(L, key);
-  int type = lua_rawget(L, t);
-  bool ok = true;
-  if (type != LUA_TNIL) {
-    double v = lua_tonumber(L, -1);
-    if (type != LUA_TNUMBER || !isfinite(v) || v < lo || v > hi || (integer && v != floor(v))) {
-      char vb[80];
-      check_err(c, line_of(c, parent, key), "%s%s%s must be %s in [%.14g, %.14g], got %s",
-                parent ? parent : "", parent ? "." : "", key, integer ? "an integer" : "a number",
-                lo, hi, value_text(L, -1, vb, sizeof vb));
-      ok = false;
-    } else {
-      *out = v;
-    }
-  }
-  lua_pop(L, 1);
-  return ok;
-}
-
-/* [-0, +1, e] Pushes the table at t[key] (unproxied), or nil when absent;
- * reports a non-table. */
-static bool get_table(struct check_ctx *c, lua_State *L, int t, const char *key) {
-  lua_pushstring(L, key);
-  int type = lua_rawget(L, t);
-  if (type == LUA_TNIL) return false;
-  if (type != LUA_TTABLE) {
-    char vb[80];
-    check_err(c, line_of(c, NULL, key), "%s must be a table, got %s", key,
-              value_text(L, -1, vb, sizeof vb));
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    return false;
-  }
-  lsandbox_unproxy(L, -1);
-  lua_remove(L, -2);
-  return true;
-}
-
-/* Reports keys of the table at t that are not in `known`. */
-static void check_keys(struct check_ctx *c, lua_State *L, int t, const char *parent,
-                       const char *const *known) {
-  lua_pushnil(L);
-  while (lua_next(L, t)) {
-    if (lua_type(L, -2) != LUA_TSTRING) {
-      char vb[80];
-      check_err(c, line_of(c, parent, NULL), "%s%shas a non-string key %s", parent ? parent : "",
-                parent ? " " : "the returned table ", value_text(L, -2, vb, sizeof vb));
-    } else {
-      const char *k = lua_tostring(L, -2);
-      bool found = false;
-      for (size_t i = 0; known[i] && !found; i++) found = strcmp(k, known[i]) == 0;
-      if (!found) {
-        char hint[300];
-        suggest(hint, sizeof hint, k, known);
-        int line = 0;
-        if (lua_type(L, -1) == LUA_TFUNCTION) { /* `function M.x()` has no `x =` */
-          lua_Debug ar;
-          lua_pushvalue(L, -1);
-          lua_getinfo(L, ">S", &ar);
-          line = ar.linedefined;
-        }
-        check_err(c, line > 0 ? line : line_of(c, parent, k), "unknown key '%s%s%s'%s",
-                  parent ? parent : "", parent ? "." : "", k, hint);
-      }
-    }
-    lua_pop(L, 1);
-  }
-}
-
-static void check_handshake(struct check_ctx *c, lua_State *L, int m, struct tunables *t) {
-  double v = t->min_protocol;
-  if (check_number(c, L, m, NULL, "min_protocol", 1, 65535, true, &v)) t->min_protocol = (int)v;
-  v = t->max_protocol;
-  if (check_number(c, L, m, NULL, "max_protocol", 1, 65535, true, &v)) t->max_protocol = (int)v;
-  if (t->min_protocol > t->max_protocol)
-    check_err(c, line_of(c, NULL, "max_protocol"),
-              "max_protocol (%d) must be >= min_protocol (%d)", t->max_protocol,
-              t->min_protocol);
-  check_number(c, L, m, NULL, "max_clock_skew_ms", 0, 86400000, false, &t->max_clock_skew_ms);
-}
-
-static void check_scoring(struct check_ctx *c, lua_State *L, int m, struct tunables *t) {
-  const char *cats[SCORE_NCATEGORIES + 1];
-  for (int i = 0; i < SCORE_NCATEGORIES; i++) cats[i] = lpolicy_category_name(i);
-  cats[SCORE_NCATEGORIES] = NULL;
-
-  if (get_table(c, L, m, "weights")) {
-    int w = lua_gettop(L);
-    int before = c->nerr;
-    check_keys(c, L, w, "weights", cats);
-    double sum = 0;
-    for (int i = 0; i < SCORE_NCATEGORIES; i++) {
-      lua_pushstring(L, cats[i]);
-      bool present = lua_rawget(L, w) != LUA_TNIL;
-      lua_pop(L, 1);
-      if (!present) {
-        check_err(c, line_of(c, NULL, "weights"),
-                  "weights.%s is missing (give all six: latency, uptime, blockPropagation, "
-                  "transactionRelay, validatorStatus, behavior)", cats[i]);
-        continue;
-      }
-      check_number(c, L, w, "weights", cats[i], 0, 1, false, &t->scoring.weights[i]);
-      sum += t->scoring.weights[i];
-    }
-    if (c->nerr == before && fabs(sum - 1.0) > 0.001)
-      check_err(c, line_of(c, NULL, "weights"),
-                "weights must sum to 1 (within 0.001), they sum to %.6g", sum);
-  }
-  lua_pop(L, 1);
-
-  if (get_table(c, L, m, "thresholds")) {
-    int th = lua_gettop(L);
-    int before = c->nerr;
-    check_keys(c, L, th, "thresholds", threshold_names);
-    double *dst[] = {&t->scoring.trusted, &t->scoring.neutral, &t->scoring.banned};
-    for (int i = 0; i < 3; i++) {
-      lua_pushstring(L, threshold_names[i]);
-      bool present = lua_rawget(L, th) != LUA_TNIL;
-      lua_pop(L, 1);
-      if (!present)
-        check_err(c, line_of(c, NULL, "thresholds"),
-                  "thresholds.%s is missing (give trusted, neutral and banned)",
-                  threshold_names[i]);
-      else
-        check_number(c, L, th, "thresholds", threshold_names[i], -100, 100, false, dst[i]);
-    }
-    if (c->nerr == before &&
-        !(t->scoring.banned < t->scoring.neutral && t->scoring.neutral < t->scoring.trusted))
-      check_err(c, line_of(c, NULL, "thresholds"),
-                "thresholds must satisfy banned < neutral < trusted, got banned=%.6g "
-                "neutral=%.6g trusted=%.6g",
-                t->scoring.banned, t->scoring.neutral, t->scoring.trusted);
-  }
-  lua_pop(L, 1);
-
-  if (get_table(c, L, m, "behaviors")) {
-    int b = lua_gettop(L);
-    check_keys(c, L, b, "behaviors", behavior_names);
-    for (int i = 0; i < N_BEHAVIORS; i++)
-      check_number(c, L, b, "behaviors", behavior_names[i], -100, 100, false, &t->behaviors[i]);
-  }
-  lua_pop(L, 1);
-
-  check_number(c, L, m, NULL, "ban_seconds", 0, 31536000, false, &t->scoring.ban_seconds);
-}
-
-static void check_relay(struct check_ctx *c, lua_State *L, int m, struct tunables *t) {
-  lua_pushliteral(L, "mode");
-  int type = lua_rawget(L, m);
-  if (type != LUA_TNIL) {
-    int mode = type == LUA_TSTRING ? lpolicy_relay_mode_parse(lua_tostring(L, -1)) : -1;
-    if (mode < 0) {
-      static const char *const modes[] = {"flood", "selective", "validator_only", NULL};
-      char vb[80], hint[120] = "";
-      if (type == LUA_TSTRING) {
-        suggest(hint, sizeof hint, lua_tostring(L, -1), modes);
-        if (strncmp(hint, " (did", 5) != 0) hint[0] = '\0';
-      }
-      check_err(c, line_of(c, NULL, "mode"),
-                "mode must be \"flood\", \"selective\" or \"validator_only\", got %s%s",
-                value_text(L, -1, vb, sizeof vb), hint);
-    } else {
-      t->mode = (enum relay_mode)mode;
-    }
-  }
-  lua_pop(L, 1);
-  check_number(c, L, m, NULL, "threshold", -100, 100, false, &t->threshold);
-}
-
-/* Protected: 1 the check_ctx, 2 what the file returned. */
-static int check_module(lua_State *L) {
-  struct check_ctx *c = lua_touserdata(L, 1);
-  struct generation *g = c->g;
-  lsandbox_unproxy(L, 2);
-  int m = lua_gettop(L);
-  if (!lua_istable(L, m)) {
-    check_err(c, return_line(c->text),
-              "the file must return a table of hooks and tunables, got %s", luaL_typename(L, m));
-    return 0;
-  }
-  const char *known[12];
-  size_t nk = 0;
-  for (int h = 0; h < PH_N; h++)
-    if (hooks[h].file == c->file) known[nk++] = hooks[h].name;
-  for (size_t i = 0; tunable_keys[c->file][i]; i++) known[nk++] = tunable_keys[c->file][i];
-  known[nk] = NULL;
-  check_keys(c, L, m, NULL, known);
-
-  for (int h = 0; h < PH_N; h++) {
-    if (hooks[h].file != c->file) continue;
-    lua_pushstring(L, hooks[h].name);
-    int type = lua_rawget(L, m);
-    if (type == LUA_TFUNCTION) {
-      lua_Debug ar;
-      lua_pushvalue(L, -1);
-      lua_getinfo(L, ">S", &ar);
-      g->line[h] = ar.linedefined > 0 ? ar.linedefined : line_of(c, NULL, hooks[h].name);
-      g->ref[h] = luaL_ref(L, LUA_REGISTRYINDEX);
-    } else {
-      if (type != LUA_TNIL) {
-        char vb[80];
-        check_err(c, line_of(c, NULL, hooks[h].name), "%s must be a function, got %s",
-                  hooks[h].name, value_text(L, -1, vb, sizeof vb));
-      }
-      lua_pop(L, 1);
-    }
-  }
-  switch (c->file) {
-    case PF_HANDSHAKE: check_handshake(c, L, m, &g->t); break;
-    case PF_SCORING: check_scoring(c, L, m, &g->t); break;
-    case PF_RELAY: check_relay(c, L, m, &g->t); break;
-    case PF_N: break;
-  }
-  return 0;
 }
 
 /* ---- calling hooks ------------------------------------------------------- */
@@ -594,7 +168,7 @@ static void check_number_result(lua_State *L, struct invoke *iv) {
   double v = lua_tonumber(L, -2);
   if (lua_type(L, -2) != LUA_TNUMBER || !isfinite(v) || v < -100 || v > 100)
     snprintf(iv->bad, sizeof iv->bad, "%s must return a finite number in [-100, 100], got %s",
-             hooks[iv->hook].full, value_text(L, -2, vb, sizeof vb));
+             hooks[iv->hook].full, pcheck_value_text(L, -2, vb, sizeof vb));
   else
     iv->number = v;
 }
@@ -611,13 +185,13 @@ static int invoke_trampoline(lua_State *L) {
       if (lua_type(L, -2) != LUA_TBOOLEAN) {
         snprintf(iv->bad, sizeof iv->bad,
                  "handshake.validate must return true, or false and a reason string; got %s",
-                 value_text(L, -2, vb, sizeof vb));
+                 pcheck_value_text(L, -2, vb, sizeof vb));
       } else if (lua_toboolean(L, -2)) {
         iv->accept = true;
       } else if (lua_type(L, -1) != LUA_TSTRING) {
         snprintf(iv->bad, sizeof iv->bad,
                  "handshake.validate returned false without a reason string (got %s)",
-                 value_text(L, -1, vb, sizeof vb));
+                 pcheck_value_text(L, -1, vb, sizeof vb));
       } else {
         iv->accept = false;
         snprintf(iv->reason, sizeof iv->reason, "%s", lua_tostring(L, -1));
@@ -630,7 +204,7 @@ static int invoke_trampoline(lua_State *L) {
       if (mode < 0)
         snprintf(iv->bad, sizeof iv->bad,
                  "relay.select_mode must return \"flood\", \"selective\" or \"validator_only\", "
-                 "got %s", value_text(L, -2, vb, sizeof vb));
+                 "got %s", pcheck_value_text(L, -2, vb, sizeof vb));
       else
         iv->mode = (enum relay_mode)mode;
       break;
@@ -772,12 +346,12 @@ static int load_file(struct generation *g, enum pfile f, const struct policy_lim
   size_t len = 0;
   char *text = read_file(path, &len, err, sizeof err);
   if (text == NULL) {
-    errs_add(errs, "%s: %s (a policy directory needs handshake.lua, scoring.lua and relay.lua)",
+    pcheck_errs_add(errs, "%s: %s (a policy directory needs handshake.lua, scoring.lua and relay.lua)",
              path, err);
     return 1;
   }
   if (memchr(text, '\0', len) != NULL) {
-    errs_add(errs, "%s: the file contains a NUL byte (policies are text)", path);
+    pcheck_errs_add(errs, "%s: the file contains a NUL byte (policies are text)", path);
     free(text);
     return 1;
   }
@@ -785,7 +359,7 @@ static int load_file(struct generation *g, enum pfile f, const struct policy_lim
   struct lsandbox *sb = lsandbox_new(file_names[f], lim->memory, lpolicy_open, &env, err,
                                      sizeof err);
   if (sb == NULL) {
-    errs_add(errs, "%s: cannot create the policy's sandbox: %s", path, err);
+    pcheck_errs_add(errs, "%s: cannot create the policy's sandbox: %s", path, err);
     free(text);
     return 1;
   }
@@ -797,7 +371,7 @@ static int load_file(struct generation *g, enum pfile f, const struct policy_lim
   enum lsandbox_status st = lsandbox_load(sb, text, len, chunkname);
   if (st != LSANDBOX_OK) {
     located(msg, sizeof msg, lsandbox_message(sb), path);
-    errs_add(errs, "%s", msg);
+    pcheck_errs_add(errs, "%s", msg);
     free(text);
     return 1;
   }
@@ -805,20 +379,20 @@ static int load_file(struct generation *g, enum pfile f, const struct policy_lim
   st = lsandbox_pcall(sb, 0, 1, &ll, NULL);
   if (st != LSANDBOX_OK) {
     located(msg, sizeof msg, lsandbox_message(sb), path);
-    errs_add(errs, "%s%s", msg,
+    pcheck_errs_add(errs, "%s%s", msg,
              st == LSANDBOX_ERROR ? "" : " (while running the file's top level, which gets "
                                          "10x the per-call limits)");
     free(text);
     return 1;
   }
   struct check_ctx c = {.file = f, .path = path, .text = text, .errs = errs, .g = g};
-  lua_pushcfunction(L, check_module);
+  lua_pushcfunction(L, pcheck_module);
   lua_insert(L, -2);
   lua_pushlightuserdata(L, &c);
   lua_insert(L, -2);
   st = lsandbox_pcall(sb, 2, 0, &ll, NULL);
   if (st != LSANDBOX_OK) {
-    errs_add(errs, "%s: checking the returned table failed: %s", path, lsandbox_message(sb));
+    pcheck_errs_add(errs, "%s: checking the returned table failed: %s", path, lsandbox_message(sb));
     c.nerr++;
   }
   free(text);
@@ -851,7 +425,7 @@ static int self_test(struct generation *g, enum pfile f, const struct policy_lim
     char msg[300];
     enum outcome o = invoke(g, &iv, lim, &ms, msg, sizeof msg);
     if (o != OUT_OK) {
-      errs_add(errs, "%s:%d: self-test %s%s failed (%s): %s", g->path[f], g->line[h],
+      pcheck_errs_add(errs, "%s:%d: self-test %s%s failed (%s): %s", g->path[f], g->line[h],
                hooks[h].full, sample[h], outcome_names[o], msg);
       problems++;
     }
@@ -864,7 +438,7 @@ static struct generation *build(const struct policy_limits *lim, const char *lit
                                 struct conf_errors *errs) {
   struct generation *g = calloc(1, sizeof *g);
   if (g == NULL) {
-    errs_add(errs, "%s: out of memory", dir);
+    pcheck_errs_add(errs, "%s: out of memory", dir);
     return NULL;
   }
   for (int h = 0; h < PH_N; h++) g->ref[h] = LUA_NOREF;
@@ -921,7 +495,7 @@ struct policy_host *policy_host_new(const struct policy_limits *limits,
     free(h);
     return NULL;
   }
-  if (config_literal && (h->config_literal = xstrdup(config_literal)) == NULL) {
+  if (config_literal && (h->config_literal = pcheck_strdup(config_literal)) == NULL) {
     free(h);
     return NULL;
   }
@@ -941,8 +515,8 @@ int policy_reload(struct policy_host *h, const char *dir, struct conf_errors *er
   struct generation *g = build(&h->limits, h->config_literal, &h->cfg, dir, &mine);
   errs_clear(&h->last_errors);
   for (size_t i = 0; i < mine.n; i++) {
-    errs_add(&h->last_errors, "%s", mine.msg[i]);
-    if (errs) errs_add(errs, "%s", mine.msg[i]);
+    pcheck_errs_add(&h->last_errors, "%s", mine.msg[i]);
+    if (errs) pcheck_errs_add(errs, "%s", mine.msg[i]);
   }
   errs_clear(&mine);
   /* the caller logs the outcome and the errors (node_reload_policies) */
@@ -967,7 +541,7 @@ int policy_check_dir(const struct policy_limits *limits, const char *config_lite
   struct lpolicy_config cfg;
   char err[512];
   if (read_config(&lim, config_literal, &cfg, err, sizeof err) != 0) {
-    errs_add(errs, "%s", err);
+    pcheck_errs_add(errs, "%s", err);
     return -1;
   }
   struct generation *g = build(&lim, config_literal, &cfg, dir, errs);

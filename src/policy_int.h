@@ -1,0 +1,73 @@
+/* policy_int: what policy.c (generations, hook calls) and policy_check.c
+ * (checking a loaded file) share. Not for use outside the policy family. */
+#ifndef BT2C_POLICY_INT_H
+#define BT2C_POLICY_INT_H
+
+#include <stdbool.h>
+
+#include <lua.h>
+
+#include "lsandbox.h"
+#include "policy.h"
+
+
+enum pfile { PF_HANDSHAKE, PF_SCORING, PF_RELAY, PF_N };
+extern const char *const file_names[PF_N];
+
+enum phook { PH_VALIDATE, PH_TOTAL, PH_DELTA, PH_SELECT_MODE, PH_N };
+struct policy_hook_def {
+  enum pfile file;
+  const char *name; /* key in the file's table */
+  const char *full; /* "file.hook", the stats key */
+};
+extern const struct policy_hook_def hooks[PH_N];
+
+/* Tunable keys per file (hooks are added from the table above). */
+extern const char *const tunable_keys[PF_N][5];
+
+#define N_BEHAVIORS 11
+extern const char *const behavior_names[N_BEHAVIORS + 1];
+/* The seed's PeerScoring.recordBehavior deltas. */
+extern const double behavior_seed[N_BEHAVIORS];
+
+extern const char *const threshold_names[4];
+
+struct tunables {
+  int min_protocol, max_protocol;
+  double max_clock_skew_ms;
+  struct policy_scoring_params scoring;
+  double behaviors[N_BEHAVIORS];
+  enum relay_mode mode;
+  double threshold;
+};
+
+struct generation {
+  struct lsandbox *sb[PF_N];
+  char *path[PF_N];
+  int ref[PH_N]; /* in the file's registry; LUA_NOREF when the hook is absent */
+  int line[PH_N];
+  struct tunables t;
+};
+
+struct check_ctx {
+  enum pfile file;
+  const char *path;
+  const char *text;
+  struct conf_errors *errs;
+  struct generation *g;
+  int nerr;
+};
+
+char *pcheck_strdup(const char *s);
+void pcheck_errs_add(struct conf_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A short description of the value at idx for error messages. */
+const char *pcheck_value_text(lua_State *L, int idx, char *buf, size_t cap);
+/* " (did you mean 'x'?)" for a misspelt key, or a list of the known keys. */
+void pcheck_suggest(char *out, size_t cap, const char *key, const char *const *known);
+int pcheck_return_line(const char *text);
+/* Protected: 1 the check_ctx, 2 what the file returned. Records hook
+ * references and line numbers in the generation and checks the tunables. */
+int pcheck_module(lua_State *L);
+
+#endif
