@@ -1,6 +1,6 @@
 /* policy: see policy.h and policies/README.md.
  *
- * A generation holds one lsandbox per file, registry references to the hooks
+ * A generation holds one lsandbox per file, registry references to the policy_hook_defs
  * each file defined, and the checked tunables. Reload builds a complete new
  * generation (load, run the top-level chunk under 10x the per-call limits,
  * check every key, call every hook once) and swaps it in only when nothing
@@ -90,7 +90,7 @@ static void located(char *out, size_t cap, const char *msg, const char *path) {
     snprintf(out, cap, "%s: %s", path, line);
 }
 
-/* ---- calling hooks ------------------------------------------------------- */
+/* ---- calling policy_hook_defs ------------------------------------------------------- */
 
 enum outcome { OUT_OK, OUT_ERROR, OUT_TIMEOUT, OUT_OOM, OUT_BAD_RETURN };
 static const char *const outcome_names[] = {"ok", "error", "timeout", "oom", "bad_return"};
@@ -168,7 +168,7 @@ static void check_number_result(lua_State *L, struct invoke *iv) {
   double v = lua_tonumber(L, -2);
   if (lua_type(L, -2) != LUA_TNUMBER || !isfinite(v) || v < -100 || v > 100)
     snprintf(iv->bad, sizeof iv->bad, "%s must return a finite number in [-100, 100], got %s",
-             hooks[iv->hook].full, pcheck_value_text(L, -2, vb, sizeof vb));
+             policy_hook_defs[iv->hook].full, pcheck_value_text(L, -2, vb, sizeof vb));
   else
     iv->number = v;
 }
@@ -217,7 +217,7 @@ static int invoke_trampoline(lua_State *L) {
 static enum outcome invoke(struct generation *g, struct invoke *iv,
                            const struct policy_limits *lim, double *elapsed, char *msg,
                            size_t cap) {
-  struct lsandbox *sb = g->sb[hooks[iv->hook].file];
+  struct lsandbox *sb = g->sb[policy_hook_defs[iv->hook].file];
   lua_State *L = lsandbox_state(sb);
   int top = lua_gettop(L);
   iv->ref = g->ref[iv->hook];
@@ -227,7 +227,7 @@ static enum outcome invoke(struct generation *g, struct invoke *iv,
   struct lsandbox_limits sl = call_limits(lim, 1);
   enum lsandbox_status st = lsandbox_pcall(sb, 1, 0, &sl, elapsed);
   if (lua_gettop(L) != top) { /* cannot happen; never let a state drift */
-    log_at(LV_ERROR, "policy_stack", "hook=%s top=%d expected=%d", hooks[iv->hook].full,
+    log_at(LV_ERROR, "policy_stack", "hook=%s top=%d expected=%d", policy_hook_defs[iv->hook].full,
            lua_gettop(L), top);
     lua_settop(L, top);
   }
@@ -239,9 +239,9 @@ static enum outcome invoke(struct generation *g, struct invoke *iv,
       }
       msg[0] = '\0';
       return OUT_OK;
-    case LSANDBOX_ERROR: first_line(msg, cap, lsandbox_message(sb), g->path[hooks[iv->hook].file]);
+    case LSANDBOX_ERROR: first_line(msg, cap, lsandbox_message(sb), g->path[policy_hook_defs[iv->hook].file]);
       return OUT_ERROR;
-    case LSANDBOX_TIMEOUT: first_line(msg, cap, lsandbox_message(sb), g->path[hooks[iv->hook].file]);
+    case LSANDBOX_TIMEOUT: first_line(msg, cap, lsandbox_message(sb), g->path[policy_hook_defs[iv->hook].file]);
       return OUT_TIMEOUT;
     case LSANDBOX_OOM: snprintf(msg, cap, "%s", lsandbox_message(sb)); return OUT_OOM;
   }
@@ -276,14 +276,14 @@ static bool policy_call(struct policy_host *h, struct invoke *iv) {
   s->defaulted++;
   s->consecutive++;
   snprintf(s->last_error, sizeof s->last_error, "%s", msg);
-  const char *path = g->path[hooks[iv->hook].file];
+  const char *path = g->path[policy_hook_defs[iv->hook].file];
   log_limited(&s->rl, LV_WARN, "policy_hook_failed",
-              "hook=%s result=%s hook_at=%s:%d msg=%s default=used", hooks[iv->hook].full,
+              "hook=%s result=%s hook_at=%s:%d msg=%s default=used", policy_hook_defs[iv->hook].full,
               outcome_names[o], path, g->line[iv->hook], msg);
   if (h->limits.failures > 0 && s->consecutive >= h->limits.failures) {
     s->disabled = true;
     log_at(LV_ERROR, "policy_hook_disabled",
-           "hook=%s hook_at=%s:%d failures=%d msg=%s", hooks[iv->hook].full, path,
+           "hook=%s hook_at=%s:%d failures=%d msg=%s", policy_hook_defs[iv->hook].full, path,
            g->line[iv->hook], s->consecutive,
            "switched off after consecutive failures: the C default answers until the next "
            "successful reload");
@@ -312,7 +312,7 @@ static void tunables_defaults(struct tunables *t, const struct lpolicy_config *c
   t->scoring.neutral = cfg->neutral;
   t->scoring.banned = cfg->banned;
   t->scoring.ban_seconds = DEFAULT_BAN_SECONDS;
-  memcpy(t->behaviors, behavior_seed, sizeof t->behaviors);
+  memcpy(t->behaviors, policy_behavior_seed, sizeof t->behaviors);
   t->mode = cfg->relay_mode;
   t->threshold = cfg->relay_threshold;
 }
@@ -355,8 +355,8 @@ static int load_file(struct generation *g, enum pfile f, const struct policy_lim
     free(text);
     return 1;
   }
-  struct lpolicy_env env = {.literal = literal, .lim = call_limits(lim, 1), .policy = file_names[f]};
-  struct lsandbox *sb = lsandbox_new(file_names[f], lim->memory, lpolicy_open, &env, err,
+  struct lpolicy_env env = {.literal = literal, .lim = call_limits(lim, 1), .policy = policy_file_names[f]};
+  struct lsandbox *sb = lsandbox_new(policy_file_names[f], lim->memory, lpolicy_open, &env, err,
                                      sizeof err);
   if (sb == NULL) {
     pcheck_errs_add(errs, "%s: cannot create the policy's sandbox: %s", path, err);
@@ -418,7 +418,7 @@ static int self_test(struct generation *g, enum pfile f, const struct policy_lim
       "(\"GOOD_BLOCK\", 0)", "(\"block\", {peers=8, validators=2, trusted=3})"};
   int problems = 0;
   for (int h = 0; h < PH_N; h++) {
-    if (hooks[h].file != f || g->ref[h] == LUA_NOREF) continue;
+    if (policy_hook_defs[h].file != f || g->ref[h] == LUA_NOREF) continue;
     struct invoke iv = {.hook = (enum phook)h, .hs = &hs, .cats = mid, .behavior = "GOOD_BLOCK",
                         .total = 0, .msg_type = "block", .sit = &sit};
     double ms;
@@ -426,7 +426,7 @@ static int self_test(struct generation *g, enum pfile f, const struct policy_lim
     enum outcome o = invoke(g, &iv, lim, &ms, msg, sizeof msg);
     if (o != OUT_OK) {
       pcheck_errs_add(errs, "%s:%d: self-test %s%s failed (%s): %s", g->path[f], g->line[h],
-               hooks[h].full, sample[h], outcome_names[o], msg);
+               policy_hook_defs[h].full, sample[h], outcome_names[o], msg);
       problems++;
     }
   }
@@ -445,13 +445,13 @@ static struct generation *build(const struct policy_limits *lim, const char *lit
   tunables_defaults(&g->t, cfg);
   int problems = 0;
   for (int f = 0; f < PF_N; f++) {
-    size_t n = strlen(dir) + strlen(file_names[f]) + 8;
+    size_t n = strlen(dir) + strlen(policy_file_names[f]) + 8;
     g->path[f] = malloc(n);
     if (g->path[f] == NULL) {
       gen_free(g);
       return NULL;
     }
-    snprintf(g->path[f], n, "%s/%s.lua", dir, file_names[f]);
+    snprintf(g->path[f], n, "%s/%s.lua", dir, policy_file_names[f]);
     int p = load_file(g, f, lim, literal, errs);
     if (p == 0) p = self_test(g, f, lim, errs);
     problems += p;
@@ -577,17 +577,17 @@ void policy_push_stats(lua_State *L, const struct policy_host *h) {
     lua_setfield(L, -2, "disabled");
     lua_pushinteger(L, s->consecutive);
     lua_setfield(L, -2, "consecutive_failures");
-    lua_pushinteger(L, (lua_Integer)lsandbox_memory(g->sb[hooks[i].file]));
+    lua_pushinteger(L, (lua_Integer)lsandbox_memory(g->sb[policy_hook_defs[i].file]));
     lua_setfield(L, -2, "memory");
     if (g->ref[i] != LUA_NOREF) {
-      lua_pushfstring(L, "%s:%d", g->path[hooks[i].file], g->line[i]);
+      lua_pushfstring(L, "%s:%d", g->path[policy_hook_defs[i].file], g->line[i]);
       lua_setfield(L, -2, "where");
     }
     if (s->last_error[0]) {
       lua_pushstring(L, s->last_error);
       lua_setfield(L, -2, "last_error");
     }
-    lua_setfield(L, -2, hooks[i].full);
+    lua_setfield(L, -2, policy_hook_defs[i].full);
   }
 }
 
@@ -599,7 +599,7 @@ void policy_push_errors(lua_State *L, const struct policy_host *h) {
   }
 }
 
-/* ---- typed hooks --------------------------------------------------------- */
+/* ---- typed policy_hook_defs --------------------------------------------------------- */
 
 static const struct tunables *active(const struct policy_host *h, struct tunables *tmp) {
   if (h->gen) return &h->gen->t;
@@ -641,7 +641,7 @@ double policy_scoring_behavior_delta(struct policy_host *h, const char *behavior
   struct tunables tmp;
   const struct tunables *t = active(h, &tmp);
   for (int i = 0; i < N_BEHAVIORS; i++)
-    if (strcmp(behavior, behavior_names[i]) == 0) return t->behaviors[i];
+    if (strcmp(behavior, policy_behavior_names[i]) == 0) return t->behaviors[i];
   return 0;
 }
 
@@ -680,7 +680,7 @@ void policy_handshake_params(const struct policy_host *h, struct policy_handshak
 
 double policy_eval(struct policy_host *h, const char *file, const char *code, lua_State *to) {
   int f = 0;
-  while (f < PF_N && strcmp(file, file_names[f]) != 0) f++;
+  while (f < PF_N && strcmp(file, policy_file_names[f]) != 0) f++;
   if (h->gen == NULL || f == PF_N) {
     lua_pushliteral(to, "none");
     lua_pushstring(to, h->gen ? "unknown policy file (handshake, scoring or relay)"

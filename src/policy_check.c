@@ -1,5 +1,5 @@
 /* policy_check: checks what a policy file returned — known keys only (with
- * suggestions), hooks are functions, tunables in range — and reports every
+ * suggestions), policy_hook_defs are functions, tunables in range — and reports every
  * problem at the line of its key. */
 #include <ctype.h>
 #include <math.h>
@@ -13,28 +13,28 @@
 #include "lpolicy.h"
 #include "policy_int.h"
 
-const char *const file_names[PF_N] = {"handshake", "scoring", "relay"};
-const struct policy_hook_def hooks[PH_N] = {
+const char *const policy_file_names[PF_N] = {"handshake", "scoring", "relay"};
+const struct policy_hook_def policy_hook_defs[PH_N] = {
     {PF_HANDSHAKE, "validate", "handshake.validate"},
     {PF_SCORING, "total", "scoring.total"},
     {PF_SCORING, "behavior_delta", "scoring.behavior_delta"},
     {PF_RELAY, "select_mode", "relay.select_mode"},
 };
 
-/* Tunable keys per file (hooks are added from the table above). */
-const char *const tunable_keys[PF_N][5] = {
+/* Tunable keys per file (policy_hook_defs are added from the table above). */
+const char *const policy_tunable_keys[PF_N][5] = {
     {"min_protocol", "max_protocol", "max_clock_skew_ms", NULL},
     {"weights", "thresholds", "behaviors", "ban_seconds", NULL},
     {"mode", "threshold", NULL},
 };
 
-const char *const behavior_names[N_BEHAVIORS + 1] = {
+const char *const policy_behavior_names[N_BEHAVIORS + 1] = {
     "GOOD_BLOCK", "BAD_BLOCK", "GOOD_TRANSACTION", "BAD_TRANSACTION", "SPAM", "INVALID_MESSAGE",
     "TIMEOUT",    "DISCONNECT", "RECONNECT",       "RELAY_SUCCESS",   "RELAY_FAILURE", NULL};
 /* The seed's PeerScoring.recordBehavior deltas. */
-const double behavior_seed[N_BEHAVIORS] = {2, -5, 1, -2, -10, -3, -1, -1, 1, 1, -1};
+const double policy_behavior_seed[N_BEHAVIORS] = {2, -5, 1, -2, -10, -3, -1, -1, 1, 1, -1};
 
-const char *const threshold_names[4] = {"trusted", "neutral", "banned", NULL};
+const char *const policy_threshold_names[4] = {"trusted", "neutral", "banned", NULL};
 
 char *pcheck_strdup(const char *s) {
   size_t n = strlen(s) + 1;
@@ -303,18 +303,18 @@ static void check_scoring(struct check_ctx *c, lua_State *L, int m, struct tunab
   if (get_table(c, L, m, "thresholds")) {
     int th = lua_gettop(L);
     int before = c->nerr;
-    check_keys(c, L, th, "thresholds", threshold_names);
+    check_keys(c, L, th, "thresholds", policy_threshold_names);
     double *dst[] = {&t->scoring.trusted, &t->scoring.neutral, &t->scoring.banned};
     for (int i = 0; i < 3; i++) {
-      lua_pushstring(L, threshold_names[i]);
+      lua_pushstring(L, policy_threshold_names[i]);
       bool present = lua_rawget(L, th) != LUA_TNIL;
       lua_pop(L, 1);
       if (!present)
         check_err(c, line_of(c, NULL, "thresholds"),
                   "thresholds.%s is missing (give trusted, neutral and banned)",
-                  threshold_names[i]);
+                  policy_threshold_names[i]);
       else
-        check_number(c, L, th, "thresholds", threshold_names[i], -100, 100, false, dst[i]);
+        check_number(c, L, th, "thresholds", policy_threshold_names[i], -100, 100, false, dst[i]);
     }
     if (c->nerr == before &&
         !(t->scoring.banned < t->scoring.neutral && t->scoring.neutral < t->scoring.trusted))
@@ -327,9 +327,9 @@ static void check_scoring(struct check_ctx *c, lua_State *L, int m, struct tunab
 
   if (get_table(c, L, m, "behaviors")) {
     int b = lua_gettop(L);
-    check_keys(c, L, b, "behaviors", behavior_names);
+    check_keys(c, L, b, "behaviors", policy_behavior_names);
     for (int i = 0; i < N_BEHAVIORS; i++)
-      check_number(c, L, b, "behaviors", behavior_names[i], -100, 100, false, &t->behaviors[i]);
+      check_number(c, L, b, "behaviors", policy_behavior_names[i], -100, 100, false, &t->behaviors[i]);
   }
   lua_pop(L, 1);
 
@@ -367,32 +367,32 @@ int pcheck_module(lua_State *L) {
   int m = lua_gettop(L);
   if (!lua_istable(L, m)) {
     check_err(c, pcheck_return_line(c->text),
-              "the file must return a table of hooks and tunables, got %s", luaL_typename(L, m));
+              "the file must return a table of policy_hook_defs and tunables, got %s", luaL_typename(L, m));
     return 0;
   }
   const char *known[12];
   size_t nk = 0;
   for (int h = 0; h < PH_N; h++)
-    if (hooks[h].file == c->file) known[nk++] = hooks[h].name;
-  for (size_t i = 0; tunable_keys[c->file][i]; i++) known[nk++] = tunable_keys[c->file][i];
+    if (policy_hook_defs[h].file == c->file) known[nk++] = policy_hook_defs[h].name;
+  for (size_t i = 0; policy_tunable_keys[c->file][i]; i++) known[nk++] = policy_tunable_keys[c->file][i];
   known[nk] = NULL;
   check_keys(c, L, m, NULL, known);
 
   for (int h = 0; h < PH_N; h++) {
-    if (hooks[h].file != c->file) continue;
-    lua_pushstring(L, hooks[h].name);
+    if (policy_hook_defs[h].file != c->file) continue;
+    lua_pushstring(L, policy_hook_defs[h].name);
     int type = lua_rawget(L, m);
     if (type == LUA_TFUNCTION) {
       lua_Debug ar;
       lua_pushvalue(L, -1);
       lua_getinfo(L, ">S", &ar);
-      g->line[h] = ar.linedefined > 0 ? ar.linedefined : line_of(c, NULL, hooks[h].name);
+      g->line[h] = ar.linedefined > 0 ? ar.linedefined : line_of(c, NULL, policy_hook_defs[h].name);
       g->ref[h] = luaL_ref(L, LUA_REGISTRYINDEX);
     } else {
       if (type != LUA_TNIL) {
         char vb[80];
-        check_err(c, line_of(c, NULL, hooks[h].name), "%s must be a function, got %s",
-                  hooks[h].name, pcheck_value_text(L, -1, vb, sizeof vb));
+        check_err(c, line_of(c, NULL, policy_hook_defs[h].name), "%s must be a function, got %s",
+                  policy_hook_defs[h].name, pcheck_value_text(L, -1, vb, sizeof vb));
       }
       lua_pop(L, 1);
     }

@@ -12,7 +12,7 @@
 
 
 enum pfile { PF_HANDSHAKE, PF_SCORING, PF_RELAY, PF_N };
-extern const char *const file_names[PF_N];
+extern const char *const policy_file_names[PF_N];
 
 enum phook { PH_VALIDATE, PH_TOTAL, PH_DELTA, PH_SELECT_MODE, PH_N };
 struct policy_hook_def {
@@ -20,17 +20,17 @@ struct policy_hook_def {
   const char *name; /* key in the file's table */
   const char *full; /* "file.hook", the stats key */
 };
-extern const struct policy_hook_def hooks[PH_N];
+extern const struct policy_hook_def policy_hook_defs[PH_N];
 
-/* Tunable keys per file (hooks are added from the table above). */
-extern const char *const tunable_keys[PF_N][5];
+/* Tunable keys per file (policy_hook_defs are added from the table above). */
+extern const char *const policy_tunable_keys[PF_N][5];
 
 #define N_BEHAVIORS 11
-extern const char *const behavior_names[N_BEHAVIORS + 1];
+extern const char *const policy_behavior_names[N_BEHAVIORS + 1];
 /* The seed's PeerScoring.recordBehavior deltas. */
-extern const double behavior_seed[N_BEHAVIORS];
+extern const double policy_behavior_seed[N_BEHAVIORS];
 
-extern const char *const threshold_names[4];
+extern const char *const policy_threshold_names[4];
 
 struct tunables {
   int min_protocol, max_protocol;
