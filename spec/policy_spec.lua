@@ -77,7 +77,7 @@ describe("policy host", function()
     local h = bt2c.policy_host(LIMITS, nil)
     assert.equal(0, h:generation())
     assert.equal("selective", h:select_mode("consensus_vote", { validators = 3 }))
-    assert.near(10, h:total(ALL10), 1e-9)
+    assert.near(100, h:total(ALL10), 1e-9)
     assert.equal(2, h:behavior_delta("GOOD_BLOCK", 0))
     assert.is_true(h:handshake(handshake_info()))
     local ok, why = h:handshake(handshake_info({ network_id = "other" }))
@@ -109,8 +109,8 @@ describe("policy host", function()
       h:handshake_params())
 
     -- scoring: weighted sum, clamped
-    assert.near(10, h:total(ALL10), 1e-9)
-    assert.near(2, h:total({ latency = 10 }), 1e-9)
+    assert.near(100, h:total(ALL10), 1e-9)
+    assert.near(20, h:total({ latency = 10 }), 1e-9)
     assert.near(-100, h:total({ behavior = -5000 }), 1e-9)
     local seed = {
       GOOD_BLOCK = 2, BAD_BLOCK = -5, GOOD_TRANSACTION = 1, BAD_TRANSACTION = -2, SPAM = -10,
@@ -142,9 +142,19 @@ describe("policy host", function()
     assert.is_false(ok2)
     assert.equal("clock skew of -45000 ms exceeds 30000 ms", why)
 
+    -- scoring: the seed's mappings and the actions at the thresholds
+    assert.same({ latency = 8, uptime = 8, blockPropagation = 10, transactionRelay = 9,
+      validatorStatus = 0, behavior = 10 }, h:categories({ rtt_ms = 60, uptime = 0.97,
+      blocks = { first = 6, duplicate = 4 }, transactions = { useful = 3, duplicate = 6 },
+      behavior = 25 }))
+    assert.same({ ban_seconds = 43200, disconnect = true },
+      h:on_threshold(string.rep("a", 40), -55, "below_neutral", "banned"))
+    assert.same({ ban_seconds = 0, disconnect = false },
+      h:on_threshold(string.rep("a", 40), 80, "neutral", "trusted"))
+
     local s = h:stats()
     assert.same({ "handshake.validate", "relay.select_mode", "scoring.behavior_delta",
-      "scoring.total" }, (function()
+      "scoring.categories", "scoring.on_threshold", "scoring.total" }, (function()
         local keys = {}
         for k in pairs(s) do keys[#keys + 1] = k end
         table.sort(keys)
@@ -166,6 +176,34 @@ describe("policy host", function()
     h:close()
   end)
 
+  it("computes the default arithmetic the same in Lua and in C", function()
+    -- the issue's example: latency 8, uptime 6, blockPropagation 7,
+    -- transactionRelay 5, validatorStatus 0, behavior 10 with the seed's
+    -- weights: 1.6 + 1.2 + 1.75 + 0.75 + 0 + 1.0 = 6.3 on the seed's 0..10
+    -- scale, 63 on the -100..100 scale of the thresholds
+    local example = { latency = 8, uptime = 6, blockPropagation = 7, transactionRelay = 5,
+      validatorStatus = 0, behavior = 10 }
+    local lua_host = bt2c.policy_host(LIMITS, nil)
+    assert.is_true(lua_host:reload(policy_dir()))
+    local c_host = bt2c.policy_host(LIMITS, nil)
+    assert.is_true(c_host:reload(policy_dir({ scoring = "return {}\n" })))
+    assert.near(63, lua_host:total(example), 1e-9)
+    assert.near(63, c_host:total(example), 1e-9)
+    local metrics = {
+      { rtt_ms = 30, uptime = 1, blocks = { first = 9, duplicate = 1 }, behavior = 4 },
+      { rtt_ms = 150, uptime = 0.85, transactions = { useful = 1, duplicate = 9, invalid = 1 } },
+      { rtt_ms = 700, uptime = 0.5, blocks = { first = 0, duplicate = 5, invalid = 5 },
+        validator = true, behavior = -70 },
+      { uptime = 0 },
+    }
+    for i, m in ipairs(metrics) do
+      assert.same(lua_host:categories(m), c_host:categories(m), "metrics " .. i)
+    end
+    assert.equal(0, c_host:stats()["scoring.total"] and c_host:stats()["scoring.total"].calls or 0)
+    lua_host:close()
+    c_host:close()
+  end)
+
   it("takes its defaults from the config literal", function()
     local lit = '{messageRelay={relayMode="flood",relayThreshold=20},peerScoring={weights={'
       .. 'latency=0.3,uptime=0.1,blockPropagation=0.25,transactionRelay=0.15,'
@@ -173,7 +211,7 @@ describe("policy host", function()
     local h = bt2c.policy_host(LIMITS, lit)
     -- before loading: the C defaults read the same literal
     assert.equal("flood", h:select_mode("block", {}))
-    assert.near(3, h:total({ latency = 10 }), 1e-9)
+    assert.near(30, h:total({ latency = 10 }), 1e-9)
     assert.is_true(h:reload(SHIPPED))
     local p = h:scoring_params()
     assert.equal(0.3, p.weights.latency)
@@ -185,7 +223,7 @@ describe("policy host", function()
     assert.equal(20, h:relay_threshold())
     assert.equal("flood", h:select_mode("block", { validators = 1 }))
     assert.equal("validator_only", h:select_mode("consensus_vote", { validators = 1 }))
-    assert.near(3, h:total({ latency = 10 }), 1e-9)
+    assert.near(30, h:total({ latency = 10 }), 1e-9)
     h:close()
   end)
 
@@ -208,7 +246,7 @@ describe("policy host", function()
   it("swaps in a good modified set as generation 2", function()
     local h = bt2c.policy_host(LIMITS, nil)
     assert.is_true(h:reload(SHIPPED))
-    assert.near(2, h:total({ latency = 10 }), 1e-9)
+    assert.near(20, h:total({ latency = 10 }), 1e-9)
     local dir = policy_dir({
       scoring = edited("scoring", "latency = ps.weights.latency,\n    uptime = ps.weights.uptime,",
         "latency = 0.3,\n    uptime = 0.1,"),
@@ -219,7 +257,7 @@ describe("policy host", function()
     assert.is_true(ok)
     assert.equal(2, h:generation())
     assert.equal(0.3, h:scoring_params().weights.latency)
-    assert.near(3, h:total({ latency = 10 }), 1e-9)
+    assert.near(30, h:total({ latency = 10 }), 1e-9)
     assert.equal("flood", h:select_mode("block", {}))
     assert.same({}, h:errors())
     h:close()

@@ -44,7 +44,7 @@ local host
 local function still_works()
   assert.equal("validator_only", host:select_mode("consensus_vote", { validators = 1 }))
   assert.equal("selective", host:select_mode("block", { validators = 1 }))
-  assert.near(2, host:total({ latency = 10 }), 1e-9)
+  assert.near(20, host:total({ latency = 10 }), 1e-9)
   assert.equal(-10, host:behavior_delta("SPAM", 0))
   assert.is_true(host:handshake({ network_id = "n", local_network_id = "n", protocol_version = 1,
     clock_skew_ms = 0 }))
@@ -378,9 +378,9 @@ describe("typed hooks returning garbage", function()
 
   it("scoring.total falls back to the weighted sum", function()
     for latency = 1, 4 do
-      assert.near(2 * latency / 10, h:total({ latency = latency }), 1e-9)
+      assert.near(2 * latency, h:total({ latency = latency }), 1e-9)
     end
-    assert.near((5 * 0.2 + 6 * 0.2), h:total({ latency = 5, uptime = 6 }), 1e-9)
+    assert.near(10 * (5 * 0.2 + 6 * 0.2), h:total({ latency = 5, uptime = 6 }), 1e-9)
     assert.equal(42, h:total({ latency = 9 }))
     assert.same({ calls = 6, errors = 0, timeouts = 0, oom = 0, bad_returns = 5, defaulted = 5 },
       counters("scoring.total"))

@@ -156,6 +156,70 @@ static int h_total(lua_State *L) {
   return 1;
 }
 
+static double opt_field(lua_State *L, int t, const char *k, double def) {
+  lua_getfield(L, t, k);
+  double v = lua_isnil(L, -1) ? def : lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* host:categories{rtt_ms=, uptime=, blocks={first=,duplicate=,invalid=},
+ *                 transactions={useful=,duplicate=,invalid=}, validator=, behavior=} */
+static int h_categories(lua_State *L) {
+  struct policy_host *h = checkhost(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  struct policy_score_metrics m = {0};
+  m.rtt_ms = opt_field(L, 2, "rtt_ms", -1);
+  m.uptime = opt_field(L, 2, "uptime", 0);
+  m.connected_s = opt_field(L, 2, "connected_s", 0);
+  m.disconnects = opt_field(L, 2, "disconnects", 0);
+  m.reconnects = opt_field(L, 2, "reconnects", 0);
+  m.behavior = opt_field(L, 2, "behavior", 0);
+  lua_getfield(L, 2, "validator");
+  m.validator = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "blocks") == LUA_TTABLE) {
+    m.blocks_first = opt_field(L, -1, "first", 0);
+    m.blocks_duplicate = opt_field(L, -1, "duplicate", 0);
+    m.blocks_invalid = opt_field(L, -1, "invalid", 0);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "transactions") == LUA_TTABLE) {
+    m.tx_useful = opt_field(L, -1, "useful", 0);
+    m.tx_duplicate = opt_field(L, -1, "duplicate", 0);
+    m.tx_invalid = opt_field(L, -1, "invalid", 0);
+  }
+  lua_pop(L, 1);
+  double cat[SCORE_NCATEGORIES];
+  policy_scoring_categories(h, &m, cat);
+  lua_createtable(L, 0, SCORE_NCATEGORIES);
+  for (int i = 0; i < SCORE_NCATEGORIES; i++) {
+    lua_pushnumber(L, cat[i]);
+    lua_setfield(L, -2, lpolicy_category_name(i));
+  }
+  return 1;
+}
+
+static int level_arg(lua_State *L, int idx) {
+  static const char *const names[] = {"banned", "below_neutral", "neutral", "trusted", NULL};
+  return luaL_checkoption(L, idx, NULL, names);
+}
+
+/* host:on_threshold(id, total, from, to) -> {ban_seconds=, disconnect=} */
+static int h_on_threshold(lua_State *L) {
+  struct policy_host *h = checkhost(L);
+  struct policy_threshold_action a;
+  policy_scoring_on_threshold(h, luaL_checkstring(L, 2), luaL_checknumber(L, 3),
+                              (enum policy_level)level_arg(L, 4),
+                              (enum policy_level)level_arg(L, 5), &a);
+  lua_createtable(L, 0, 2);
+  lua_pushnumber(L, a.ban_seconds);
+  lua_setfield(L, -2, "ban_seconds");
+  lua_pushboolean(L, a.disconnect);
+  lua_setfield(L, -2, "disconnect");
+  return 1;
+}
+
 static int h_behavior_delta(lua_State *L) {
   struct policy_host *h = checkhost(L);
   lua_pushnumber(L, policy_scoring_behavior_delta(h, luaL_checkstring(L, 2),
@@ -273,6 +337,8 @@ void ltest_policy(lua_State *L) {
                                      {"errors", h_errors},
                                      {"handshake", h_handshake},
                                      {"total", h_total},
+                                     {"categories", h_categories},
+                                     {"on_threshold", h_on_threshold},
                                      {"behavior_delta", h_behavior_delta},
                                      {"select_mode", h_select_mode},
                                      {"scoring_params", h_scoring_params},

@@ -101,6 +101,9 @@ struct invoke {
   /* arguments */
   const struct policy_handshake *hs;
   const double *cats;
+  const struct policy_score_metrics *metrics;
+  const char *node_id;
+  enum policy_level from, to;
   const char *behavior;
   double total;
   const char *msg_type;
@@ -110,6 +113,8 @@ struct invoke {
   char reason[256];
   double number;
   enum relay_mode mode;
+  double out_cats[SCORE_NCATEGORIES];
+  struct policy_threshold_action action;
   char bad[300]; /* set when the return value was unusable */
 };
 
@@ -143,6 +148,36 @@ static int push_args(lua_State *L, const struct invoke *iv) {
       set_num(L, "clock_skew_ms", iv->hs->clock_skew_ms);
       set_str(L, "metadata_json", iv->hs->metadata_json);
       return 1;
+    case PH_CATEGORIES: {
+      const struct policy_score_metrics *m = iv->metrics;
+      lua_createtable(L, 0, 8);
+      if (m->rtt_ms >= 0) set_num(L, "rtt_ms", m->rtt_ms);
+      set_num(L, "uptime", m->uptime);
+      set_num(L, "connected_s", m->connected_s);
+      set_num(L, "disconnects", m->disconnects);
+      set_num(L, "reconnects", m->reconnects);
+      lua_createtable(L, 0, 3);
+      set_num(L, "first", m->blocks_first);
+      set_num(L, "duplicate", m->blocks_duplicate);
+      set_num(L, "invalid", m->blocks_invalid);
+      lua_setfield(L, -2, "blocks");
+      lua_createtable(L, 0, 3);
+      set_num(L, "useful", m->tx_useful);
+      set_num(L, "duplicate", m->tx_duplicate);
+      set_num(L, "invalid", m->tx_invalid);
+      lua_setfield(L, -2, "transactions");
+      lua_pushboolean(L, m->validator);
+      lua_setfield(L, -2, "validator");
+      set_num(L, "behavior", m->behavior);
+      return 1;
+    }
+    case PH_ON_THRESHOLD:
+      lua_createtable(L, 0, 2);
+      set_str(L, "node_id", iv->node_id);
+      set_num(L, "total", iv->total);
+      lua_pushstring(L, policy_level_name(iv->from));
+      lua_pushstring(L, policy_level_name(iv->to));
+      return 3;
     case PH_TOTAL:
       lua_createtable(L, 0, SCORE_NCATEGORIES);
       for (int i = 0; i < SCORE_NCATEGORIES; i++) set_num(L, lpolicy_category_name(i), iv->cats[i]);
@@ -173,6 +208,68 @@ static void check_number_result(lua_State *L, struct invoke *iv) {
     iv->number = v;
 }
 
+/* categories must be a table with all six categories: 0..10 each, except
+ * behavior, which may go down to -100. */
+static void check_categories_result(lua_State *L, struct invoke *iv) {
+  char vb[80];
+  if (lua_type(L, -2) != LUA_TTABLE) {
+    snprintf(iv->bad, sizeof iv->bad, "scoring.categories must return a table, got %s",
+             pcheck_value_text(L, -2, vb, sizeof vb));
+    return;
+  }
+  for (int i = 0; i < SCORE_NCATEGORIES; i++) {
+    const char *name = lpolicy_category_name(i);
+    lua_pushstring(L, name);
+    int type = lua_rawget(L, -3);
+    double v = lua_tonumber(L, -1);
+    double lo = i == SCORE_BEHAVIOR ? -100 : 0;
+    if (type != LUA_TNUMBER || !isfinite(v) || v < lo || v > 10) {
+      snprintf(iv->bad, sizeof iv->bad,
+               "scoring.categories must return %s as a number in [%g, 10], got %s", name, lo,
+               pcheck_value_text(L, -1, vb, sizeof vb));
+      lua_pop(L, 1);
+      return;
+    }
+    iv->out_cats[i] = v;
+    lua_pop(L, 1);
+  }
+}
+
+/* on_threshold returns nil (no action) or {ban_seconds = n, disconnect = b}. */
+static void check_action_result(lua_State *L, struct invoke *iv) {
+  char vb[80];
+  memset(&iv->action, 0, sizeof iv->action);
+  if (lua_isnil(L, -2)) return;
+  if (lua_type(L, -2) != LUA_TTABLE) {
+    snprintf(iv->bad, sizeof iv->bad,
+             "scoring.on_threshold must return nil or {ban_seconds =, disconnect =}, got %s",
+             pcheck_value_text(L, -2, vb, sizeof vb));
+    return;
+  }
+  lua_getfield(L, -2, "ban_seconds");
+  double b = lua_tonumber(L, -1);
+  if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TNUMBER || !isfinite(b) || b < 0 ||
+                            b > 31536000)) {
+    snprintf(iv->bad, sizeof iv->bad,
+             "scoring.on_threshold: ban_seconds must be a number in [0, 31536000], got %s",
+             pcheck_value_text(L, -1, vb, sizeof vb));
+    lua_pop(L, 1);
+    return;
+  }
+  iv->action.ban_seconds = lua_isnil(L, -1) ? 0 : b;
+  lua_pop(L, 1);
+  lua_getfield(L, -2, "disconnect");
+  if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TBOOLEAN) {
+    snprintf(iv->bad, sizeof iv->bad,
+             "scoring.on_threshold: disconnect must be a boolean, got %s",
+             pcheck_value_text(L, -1, vb, sizeof vb));
+    lua_pop(L, 1);
+    return;
+  }
+  iv->action.disconnect = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+}
+
 /* Protected: 1 the struct invoke. Calls the hook and checks its results. */
 static int invoke_trampoline(lua_State *L) {
   struct invoke *iv = lua_touserdata(L, 1);
@@ -199,6 +296,8 @@ static int invoke_trampoline(lua_State *L) {
       break;
     case PH_TOTAL:
     case PH_DELTA: check_number_result(L, iv); break;
+    case PH_CATEGORIES: check_categories_result(L, iv); break;
+    case PH_ON_THRESHOLD: check_action_result(L, iv); break;
     case PH_SELECT_MODE: {
       int mode = lua_type(L, -2) == LUA_TSTRING ? lpolicy_relay_mode_parse(lua_tostring(L, -2)) : -1;
       if (mode < 0)
@@ -403,6 +502,9 @@ static int load_file(struct generation *g, enum pfile f, const struct policy_lim
 static int self_test(struct generation *g, enum pfile f, const struct policy_limits *lim,
                      struct conf_errors *errs) {
   static const double mid[SCORE_NCATEGORIES] = {5, 5, 5, 5, 5, 5};
+  static const struct policy_score_metrics sample_metrics = {
+      .rtt_ms = 42, .uptime = 0.97, .connected_s = 3600, .blocks_first = 3,
+      .blocks_duplicate = 5, .tx_useful = 20, .tx_duplicate = 40, .behavior = 4};
   const struct policy_handshake hs = {
       .node_id = "0000000000000000000000000000000000000000000000000000000000000000",
       .address = "127.0.0.1:8765",
@@ -414,13 +516,19 @@ static int self_test(struct generation *g, enum pfile f, const struct policy_lim
       .metadata_json = "{\"version\":\"1.0.0\",\"isValidator\":false}"};
   const struct policy_relay_situation sit = {.peers = 8, .validators = 2, .trusted = 3};
   static const char *const sample[PH_N] = {
-      "({node_id=..., network_id=local_network_id, ...})", "({latency=5, uptime=5, ...})",
-      "(\"GOOD_BLOCK\", 0)", "(\"block\", {peers=8, validators=2, trusted=3})"};
+      "({node_id=..., network_id=local_network_id, ...})",
+      "({rtt_ms=42, uptime=0.97, blocks={...}, transactions={...}, behavior=4, ...})",
+      "({latency=5, uptime=5, ...})", "(\"GOOD_BLOCK\", 0)",
+      "({node_id=..., total=-60}, \"below_neutral\", \"banned\")",
+      "(\"block\", {peers=8, validators=2, trusted=3})"};
   int problems = 0;
   for (int h = 0; h < PH_N; h++) {
     if (policy_hook_defs[h].file != f || g->ref[h] == LUA_NOREF) continue;
-    struct invoke iv = {.hook = (enum phook)h, .hs = &hs, .cats = mid, .behavior = "GOOD_BLOCK",
+    struct invoke iv = {.hook = (enum phook)h, .hs = &hs, .cats = mid,
+                        .metrics = &sample_metrics, .node_id = hs.node_id,
+                        .from = PL_BELOW_NEUTRAL, .to = PL_BANNED, .behavior = "GOOD_BLOCK",
                         .total = 0, .msg_type = "block", .sit = &sit};
+    if (h == PH_ON_THRESHOLD) iv.total = -60;
     double ms;
     char msg[300];
     enum outcome o = invoke(g, &iv, lim, &ms, msg, sizeof msg);
@@ -624,6 +732,52 @@ bool policy_handshake_validate(struct policy_host *h, const struct policy_handsh
   return accept;
 }
 
+static double step(double v, const double *limits, const double *scores, int n) {
+  for (int i = 0; i < n; i++)
+    if (v < limits[i]) return scores[i];
+  return scores[n];
+}
+
+/* The seed's mappings (PeerScoring.update*): latency by the smoothed round
+ * trip, uptime by the fraction of time connected, blocks and transactions by
+ * validity (0..7) plus usefulness (0..3). */
+static void default_categories(const struct policy_score_metrics *m, double c[SCORE_NCATEGORIES]) {
+  static const double rtt_lim[] = {50, 100, 200, 500}, rtt_score[] = {10, 8, 5, 2, 0};
+  c[SCORE_LATENCY] = m->rtt_ms < 0 ? 0 : step(m->rtt_ms, rtt_lim, rtt_score, 4);
+  double up = m->uptime * 100;
+  c[SCORE_UPTIME] = up > 99 ? 10 : up > 95 ? 8 : up > 90 ? 6 : up > 80 ? 4 : up > 70 ? 2 : 0;
+  double bt = m->blocks_first + m->blocks_duplicate + m->blocks_invalid;
+  if (bt > 0) {
+    double valid = (m->blocks_first + m->blocks_duplicate) / bt;
+    double first = m->blocks_first / bt;
+    c[SCORE_BLOCK_PROPAGATION] = (valid > 0.99 ? 7 : valid > 0.95 ? 5 : valid > 0.9 ? 3 : valid > 0.8 ? 1 : 0) +
+                                 (first > 0.5 ? 3 : first > 0.25 ? 2 : first > 0.1 ? 1 : 0);
+  } else {
+    c[SCORE_BLOCK_PROPAGATION] = 0;
+  }
+  double tt = m->tx_useful + m->tx_duplicate + m->tx_invalid;
+  if (tt > 0) {
+    double valid = (m->tx_useful + m->tx_duplicate) / tt;
+    double useful = m->tx_useful / tt;
+    c[SCORE_TRANSACTION_RELAY] = (valid > 0.99 ? 7 : valid > 0.95 ? 5 : valid > 0.9 ? 3 : valid > 0.8 ? 1 : 0) +
+                                 (useful > 0.5 ? 3 : useful > 0.25 ? 2 : useful > 0.1 ? 1 : 0);
+  } else {
+    c[SCORE_TRANSACTION_RELAY] = 0;
+  }
+  c[SCORE_VALIDATOR_STATUS] = m->validator ? 10 : 0;
+  c[SCORE_BEHAVIOR] = m->behavior > 10 ? 10 : m->behavior < -100 ? -100 : m->behavior;
+}
+
+void policy_scoring_categories(struct policy_host *h, const struct policy_score_metrics *m,
+                               double cat[SCORE_NCATEGORIES]) {
+  struct invoke iv = {.hook = PH_CATEGORIES, .metrics = m};
+  if (policy_call(h, &iv)) {
+    memcpy(cat, iv.out_cats, sizeof iv.out_cats);
+    return;
+  }
+  default_categories(m, cat);
+}
+
 double policy_scoring_total(struct policy_host *h, const double cat[SCORE_NCATEGORIES]) {
   struct invoke iv = {.hook = PH_TOTAL, .cats = cat};
   if (policy_call(h, &iv)) return iv.number;
@@ -631,7 +785,28 @@ double policy_scoring_total(struct policy_host *h, const double cat[SCORE_NCATEG
   const struct tunables *t = active(h, &tmp);
   double sum = 0;
   for (int i = 0; i < SCORE_NCATEGORIES; i++) sum += t->scoring.weights[i] * cat[i];
+  sum *= 10; /* categories are 0..10, totals -100..100 like the thresholds */
   return sum < -100 ? -100 : sum > 100 ? 100 : sum;
+}
+
+const char *policy_level_name(enum policy_level l) {
+  static const char *const names[] = {"banned", "below_neutral", "neutral", "trusted"};
+  return (unsigned)l < 4 ? names[l] : "?";
+}
+
+void policy_scoring_on_threshold(struct policy_host *h, const char *node_id, double total,
+                                 enum policy_level from, enum policy_level to,
+                                 struct policy_threshold_action *out) {
+  struct invoke iv = {.hook = PH_ON_THRESHOLD, .node_id = node_id, .total = total,
+                      .from = from, .to = to};
+  if (policy_call(h, &iv)) {
+    *out = iv.action;
+    return;
+  }
+  struct tunables tmp;
+  const struct tunables *t = active(h, &tmp);
+  out->ban_seconds = to == PL_BANNED ? t->scoring.ban_seconds : 0;
+  out->disconnect = to == PL_BANNED;
 }
 
 double policy_scoring_behavior_delta(struct policy_host *h, const char *behavior,

@@ -90,10 +90,42 @@ struct policy_handshake {
 bool policy_handshake_validate(struct policy_host *h, const struct policy_handshake *in,
                                char *reason, size_t reason_cap);
 
-/* scoring.total: combines category scores (each 0..10) into a total.
- * Default: the weighted sum with the generation's weights, clamped to
- * -100..100 as the seed does. */
+/* What C measured about one peer, from its traffic (policies/README.md). */
+struct policy_score_metrics {
+  double rtt_ms;      /* smoothed ping round trip; < 0 while not measured */
+  double uptime;      /* fraction of the observed time it was connected, 0..1 */
+  double connected_s; /* seconds connected, in all */
+  double disconnects, reconnects; /* decaying counts */
+  double blocks_first, blocks_duplicate, blocks_invalid; /* decaying counts */
+  double tx_useful, tx_duplicate, tx_invalid;             /* decaying counts */
+  bool validator; /* authenticated member of the validator set */
+  double behavior; /* behaviour points: the sum of deltas, decaying, at most 10 */
+};
+
+/* scoring.categories: maps metrics to the six category scores.
+ * Default: the seed's mappings (each 0..10; behavior = the points). */
+void policy_scoring_categories(struct policy_host *h, const struct policy_score_metrics *m,
+                               double cat[SCORE_NCATEGORIES]);
+
+/* scoring.total: combines category scores into a total in -100..100.
+ * Default: 10 x the weighted sum with the generation's weights, clamped
+ * (categories are 0..10, thresholds and totals -100..100). */
 double policy_scoring_total(struct policy_host *h, const double cat[SCORE_NCATEGORIES]);
+
+/* Score levels, from the thresholds: banned (total <= banned), below neutral
+ * (< neutral), neutral, trusted (>= trusted). */
+enum policy_level { PL_BANNED, PL_BELOW_NEUTRAL, PL_NEUTRAL, PL_TRUSTED };
+const char *policy_level_name(enum policy_level l);
+
+/* scoring.on_threshold: what to do when a peer's level changes.
+ * Default: entering "banned" bans for ban_seconds and disconnects. */
+struct policy_threshold_action {
+  double ban_seconds; /* 0: no ban */
+  bool disconnect;
+};
+void policy_scoring_on_threshold(struct policy_host *h, const char *node_id, double total,
+                                 enum policy_level from, enum policy_level to,
+                                 struct policy_threshold_action *out);
 
 /* scoring.behavior_delta: score change for one PeerBehavior event
  * ("GOOD_BLOCK", ...). Default: the generation's behaviors table. */

@@ -16,8 +16,10 @@
 const char *const policy_file_names[PF_N] = {"handshake", "scoring", "relay"};
 const struct policy_hook_def policy_hook_defs[PH_N] = {
     {PF_HANDSHAKE, "validate", "handshake.validate"},
+    {PF_SCORING, "categories", "scoring.categories"},
     {PF_SCORING, "total", "scoring.total"},
     {PF_SCORING, "behavior_delta", "scoring.behavior_delta"},
+    {PF_SCORING, "on_threshold", "scoring.on_threshold"},
     {PF_RELAY, "select_mode", "relay.select_mode"},
 };
 

@@ -14,7 +14,7 @@
 enum pfile { PF_HANDSHAKE, PF_SCORING, PF_RELAY, PF_N };
 extern const char *const policy_file_names[PF_N];
 
-enum phook { PH_VALIDATE, PH_TOTAL, PH_DELTA, PH_SELECT_MODE, PH_N };
+enum phook { PH_VALIDATE, PH_CATEGORIES, PH_TOTAL, PH_DELTA, PH_ON_THRESHOLD, PH_SELECT_MODE, PH_N };
 struct policy_hook_def {
   enum pfile file;
   const char *name; /* key in the file's table */
