@@ -386,7 +386,13 @@ static int l_unix_probe_as(lua_State *L) {
   char buf[4096];
   size_t got = 0;
   ssize_t n;
-  while ((n = read(pfd[0], buf + got, sizeof buf - got)) > 0) got += (size_t)n;
+  while ((n = read(pfd[0], buf + got, sizeof buf - got)) != 0) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    got += (size_t)n;
+  }
   close(pfd[0]);
   waitpid(pid, NULL, 0);
   if (got == 0) return luaL_error(L, "probe child said nothing");
