@@ -710,6 +710,8 @@ M.schema = section({
     { "relayThreshold", num(50, -100, 100) },
     { "messageExpiration", int(3600000, 1, nil, 2 ^ 53) },
     { "cleanupInterval", int(300000, 1, nil, 2 ^ 53) },
+    -- not in the seed: how many message ids the duplicate filter holds
+    { "seenCacheSize", int(524288, 1024, 16777216) },
   }) },
   -- Node-level keys (design contract)
   { "dataDir", file_path("./data") },

@@ -53,6 +53,7 @@ local function seed_defaults(base)
       relayThreshold = 50,
       messageExpiration = 3600000,
       cleanupInterval = 300000,
+      seenCacheSize = 524288, -- ours, not the seed's
     },
     dataDir = base .. "/data",
     policyDir = base .. "/policies",

@@ -1,4 +1,4 @@
--- Unit: the peer store (src/peerstore.c) through the bt2c test module. Real
+-- Unit: the peer store (src/peerstore*.c) through the bt2c test module. Real
 -- sqlite files in a temp directory; kill -9 is a real child process.
 local sys = require "bt2c"
 
@@ -89,7 +89,7 @@ describe("peerstore", function()
     assert.equal(0, ps:count())
     ps:close()
     assert.equal("wal", sql(db, "PRAGMA journal_mode")[1].journal_mode)
-    assert.equal("1", sql(db, "PRAGMA user_version")[1].user_version)
+    assert.equal("2", sql(db, "PRAGMA user_version")[1].user_version)
     assert.equal(tostring(0x62743263), sql(db, "PRAGMA application_id")[1].application_id)
     local names = {}
     for _, row in ipairs(sql(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")) do
@@ -116,27 +116,37 @@ describe("peerstore", function()
       score = -12.375,
       ban_until = 1800000000.5,
       anchor = true,
+      -- opaque to the store: quotes, a backslash, spaces, UTF-8 all come back as given
+      score_state = [[{"v":1,"app":[-3.5,2.25],"note":"it's a \"b\" \\ c","é":true}]],
     }
     local minimal = {
       node_id = id(1), addrs = {}, first_seen = 0, last_seen = 0, last_connected = 0,
       failures = 0, source = "", is_validator = false, score = 0, ban_until = 0, anchor = false,
+      score_state = "",
     }
+    local longest = { node_id = id(2), score_state = string.rep("x", 511) }
     local ps = open(db)
     assert.is_true(ps:put(full))
     assert.is_true(ps:put(minimal))
+    assert.is_true(ps:put(longest))
     assert.same(full, ps:get(full.node_id)) -- reads come from memory
     assert.is_true(ps:flush())
     ps:close()
 
     ps = open(db)
-    assert.equal(2, ps:count())
+    assert.equal(3, ps:count())
     assert.same(full, ps:get(full.node_id))
     assert.same(minimal, ps:get(minimal.node_id))
-    assert.is_nil(ps:get(id(2)))
+    assert.equal(longest.score_state, ps:get(longest.node_id).score_state)
+    assert.is_nil(ps:get(id(3)))
+    -- each() and best() carry the state too
+    for _, r in ipairs(ps:each()) do assert.same(ps:get(r.node_id), r) end
+    assert.same({ full }, ps:best(10, full.ban_until))
     ps:close()
-    -- the addresses are one compact text column
-    assert.equal(table.concat(full.addrs, " "),
-      sql(db, "SELECT addrs FROM nodes WHERE node_id = '" .. full.node_id .. "'")[1].addrs)
+    -- the addresses are one compact text column, the state is stored as given
+    local row = sql(db, "SELECT addrs, score_state FROM nodes WHERE node_id = '" .. full.node_id .. "'")[1]
+    assert.equal(table.concat(full.addrs, " "), row.addrs)
+    assert.equal(full.score_state, row.score_state)
   end)
 
   it("keeps puts in memory until a flush writes them all in one transaction", function()
@@ -372,6 +382,11 @@ describe("peerstore", function()
     assert.equal(105, r.last_seen)
     assert.is_true(ps:add_address(id(78), "ws://b:1", nil, 7))
     assert.equal("", ps:get(id(78)).source)
+    assert.equal("", ps:get(id(78)).score_state)
+    -- hearing of a node again leaves the scoring module's state alone
+    assert.is_true(ps:put { node_id = id(80), addrs = { "ws://d:1" }, score_state = '{"s":1}' })
+    assert.is_true(ps:add_address(id(80), "ws://d:2", "exchange", 9))
+    assert.equal('{"s":1}', ps:get(id(80)).score_state)
     -- duplicates in a put are collapsed
     assert.is_true(ps:put { node_id = id(79), addrs = { "ws://c:1", "ws://c:1", "ws://c:2" } })
     assert.same({ "ws://c:1", "ws://c:2" }, ps:get(id(79)).addrs)
@@ -431,10 +446,26 @@ describe("peerstore", function()
     assert.is_nil(ps:put { node_id = good, source = string.rep("s", 16) })
     assert.is_nil(ps:add_address(good, "ws://a:1", string.rep("s", 16), 1))
     assert.is_nil(ps:add_address(good, "ws://a:1", "exchange", 0 / 0))
+    local bad_states = { string.rep("x", 512), string.rep("x", 600), '{"a":\n1}', "\t", "a\1", "\31" }
+    for _, bad in ipairs(bad_states) do
+      assert.is_nil(ps:put { node_id = good, score_state = bad }, bad)
+    end
     assert.equal(0, ps:count())
     -- the limits themselves are fine
-    assert.is_true(ps:put { node_id = good, addrs = { string.rep("x", 127) }, source = string.rep("s", 15) })
+    assert.is_true(ps:put {
+      node_id = good, addrs = { string.rep("x", 127) }, source = string.rep("s", 15),
+      score_state = string.rep("x", 511),
+    })
     assert.equal(1, ps:count())
+    -- spaces, DEL and bytes above it are the scoring module's business
+    assert.is_true(ps:put { node_id = id(6), score_state = " { } \127\128\255" })
+    assert.equal(" { } \127\128\255", ps:get(id(6)).score_state)
+    -- C sees the state up to its NUL; what follows is neither kept nor written
+    assert.is_true(ps:put { node_id = id(7), score_state = "ab\0\1cd" })
+    assert.equal("ab", ps:get(id(7)).score_state)
+    assert.is_true(ps:flush())
+    local stored = sql(db, "SELECT score_state FROM nodes WHERE node_id = '" .. id(7) .. "'")
+    assert.same({ { score_state = "ab" } }, stored)
     ps:close()
   end)
 
@@ -476,6 +507,7 @@ describe("peerstore", function()
             node_id = k, addrs = { "ws://m:" .. step }, score = math.random(1000) / 8,
             failures = math.random(0, 3), last_seen = 1e9 + step, first_seen = 0, last_connected = 0,
             source = "console", is_validator = false, ban_until = 0, anchor = false,
+            score_state = step % 3 == 0 and "" or string.format('{"step":%d}', step),
           }
           assert.is_true(ps:put(r))
           if not model[k] then n = n + 1 end
@@ -528,12 +560,23 @@ describe("peerstore", function()
       assert.equal(db .. ": not a bt2c peer store (application_id 0x0000002a)", err)
     end)
 
-    it("a newer schema version", function()
+    it("a newer schema version, left untouched", function()
       open(db):close()
-      sql(db, "PRAGMA user_version = 9")
+      for _, v in ipairs { 3, 9 } do
+        sql(db, "PRAGMA user_version = " .. v)
+        local ps, err = sys.peerstore_open(db, 0)
+        assert.is_nil(ps)
+        assert.equal(db .. ": peer store schema version " .. v .. " is newer than this bt2cd reads (2); "
+          .. "upgrade bt2cd or move the file away", err)
+        assert.equal(tostring(v), sql(db, "PRAGMA user_version")[1].user_version)
+      end
+    end)
+
+    it("schema version 0 with our application id", function()
+      sql(db, "PRAGMA application_id = 1651782243")
       local ps, err = sys.peerstore_open(db, 0)
       assert.is_nil(ps)
-      assert.matches(db .. ": peer store schema version 9 is newer", err, 1, true)
+      assert.equal(db .. ": not a bt2c peer store (schema version 0)", err)
     end)
 
     it("a store whose pages were overwritten", function()
@@ -558,6 +601,175 @@ describe("peerstore", function()
     end)
   end)
 
+  describe("schema upgrade", function()
+    -- A peer store exactly as schema version 1 (the first bt2cd) created it:
+    -- the same statements in one transaction, WAL, the same marks.
+    local V1_SCHEMA = [[
+PRAGMA journal_mode=WAL;
+BEGIN IMMEDIATE;
+CREATE TABLE nodes (
+  node_id TEXT PRIMARY KEY NOT NULL,
+  pubkey BLOB,
+  addrs TEXT NOT NULL DEFAULT '',
+  first_seen REAL NOT NULL DEFAULT 0,
+  last_seen REAL NOT NULL DEFAULT 0,
+  last_connected REAL NOT NULL DEFAULT 0,
+  failures INTEGER NOT NULL DEFAULT 0,
+  source TEXT NOT NULL DEFAULT '',
+  is_validator INTEGER NOT NULL DEFAULT 0,
+  score REAL NOT NULL DEFAULT 0,
+  ban_until REAL NOT NULL DEFAULT 0,
+  anchor INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE address_bans (
+  addr TEXT PRIMARY KEY NOT NULL,
+  until REAL NOT NULL
+) WITHOUT ROWID;
+PRAGMA application_id = 1651782243; PRAGMA user_version = 1;
+COMMIT;
+]]
+
+    local function quote(v)
+      return "'" .. v:gsub("'", "''") .. "'"
+    end
+
+    -- The row the version 1 flush wrote for rec (all twelve columns, always).
+    local function v1_insert(rec)
+      local pubkey = "NULL"
+      if rec.pubkey then
+        pubkey = "X'" .. rec.pubkey:gsub(".", function(c) return string.format("%02x", c:byte()) end) .. "'"
+      end
+      local function num(k) return string.format("%.17g", rec[k] or 0) end
+      local function flag(k) return rec[k] and "1" or "0" end
+      return string.format("INSERT INTO nodes (node_id, pubkey, addrs, first_seen, last_seen, "
+        .. "last_connected, failures, source, is_validator, score, ban_until, anchor) "
+        .. "VALUES (%s, %s, %s, %s, %s, %s, %d, %s, %s, %s, %s, %s);\n",
+        quote(rec.node_id), pubkey, quote(table.concat(rec.addrs or {}, " ")), num("first_seen"),
+        num("last_seen"), num("last_connected"), rec.failures or 0, quote(rec.source or ""),
+        flag("is_validator"), num("score"), num("ban_until"), flag("anchor"))
+    end
+
+    -- The record as get() returns it once upgraded: every field, no state yet.
+    local function upgraded(rec)
+      return {
+        node_id = rec.node_id, pubkey = rec.pubkey, addrs = rec.addrs or {},
+        first_seen = rec.first_seen or 0, last_seen = rec.last_seen or 0,
+        last_connected = rec.last_connected or 0, failures = rec.failures or 0,
+        source = rec.source or "", is_validator = rec.is_validator or false, score = rec.score or 0,
+        ban_until = rec.ban_until or 0, anchor = rec.anchor or false, score_state = "",
+      }
+    end
+
+    local recs = {
+      {
+        node_id = id(0xabc), pubkey = "\0\1\2\3" .. string.rep("\255", 24) .. "\0\0\0\7",
+        addrs = { "ws://[2001:db8::1]:9000", "wss://node.example:443", "ws://10.0.0.1:1", "ws://b:2" },
+        first_seen = 1700000000.25, last_seen = 1700000123.5, last_connected = 1700000100.125,
+        failures = 7, source = "exchange", is_validator = true, score = -12.375,
+        ban_until = 1800000000.5, anchor = true,
+      },
+      { node_id = id(1) },
+    }
+    for i = 2, 301 do
+      recs[#recs + 1] = {
+        node_id = id(i), addrs = { "ws://10.0." .. (i // 250) .. "." .. (i % 250) .. ":9000" },
+        first_seen = 1000 + i, last_seen = 2000 + i + 1 / 3, failures = i % 5, source = "bootstrap",
+        score = i / 7, is_validator = i % 2 == 0, anchor = i == 7,
+      }
+    end
+    local bans = { ["192.0.2.1"] = 4e9, ["198.51.100.7:9000"] = 4000000000.75 }
+
+    local function make_v1(path)
+      local script = { (V1_SCHEMA:gsub("COMMIT;\n$", "")) } -- the rows go in the same transaction
+      for _, r in ipairs(recs) do script[#script + 1] = v1_insert(r) end
+      for addr, until_ in pairs(bans) do
+        script[#script + 1] =
+          string.format("INSERT INTO address_bans VALUES (%s, %.17g);\n", quote(addr), until_)
+      end
+      script[#script + 1] = "COMMIT;"
+      sql(path, table.concat(script))
+      assert.equal("1", sql(path, "PRAGMA user_version")[1].user_version)
+    end
+
+    local function columns(path)
+      return sql(path, "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('nodes')")
+    end
+
+    it("upgrades a version 1 file in place and keeps every row", function()
+      make_v1(db)
+      local ps = open(db)
+      assert.equal(#recs, ps:count())
+      for _, r in ipairs(recs) do assert.same(upgraded(r), ps:get(r.node_id)) end
+      for addr, until_ in pairs(bans) do assert.equal(until_, ps:address_banned(addr, 0)) end
+      -- the upgrade was one transaction, and left nothing to write
+      assert.equal(1, ps:stats().commits)
+      assert.is_true(ps:flush())
+      assert.equal(1, ps:stats().commits)
+      ps:close()
+
+      assert.equal("2", sql(db, "PRAGMA user_version")[1].user_version)
+      assert.equal(tostring(0x62743263), sql(db, "PRAGMA application_id")[1].application_id)
+      assert.equal("wal", sql(db, "PRAGMA journal_mode")[1].journal_mode)
+      assert.same({ { integrity_check = "ok" } }, sql(db, "PRAGMA integrity_check"))
+      assert.same({ { n = "0" } }, sql(db, "SELECT count(*) AS n FROM nodes WHERE score_state <> ''"))
+      -- an upgraded file has the columns a new one has
+      local fresh = tmp .. "/fresh.sqlite"
+      open(fresh):close()
+      assert.same(columns(fresh), columns(db))
+
+      -- and works as one: a second open does not upgrade again, the state round-trips
+      ps = open(db)
+      local r = ps:get(id(0xabc))
+      r.score_state = '{"v":2}'
+      assert.is_true(ps:put(r))
+      ps:close()
+      ps = open(db)
+      assert.same(r, ps:get(id(0xabc)))
+      assert.same(upgraded(recs[2]), ps:get(id(1)))
+      assert.equal(#recs, ps:count())
+      ps:close()
+    end)
+
+    it("leaves a version 1 file as it was when the upgrade cannot take the write lock", function()
+      make_v1(db)
+      local lock = sys.peerstore_lock(db) -- another writer
+      local ps, err = sys.peerstore_open(db, 0)
+      lock:unlock()
+      assert.is_nil(ps)
+      assert.matches(db .. ": cannot upgrade the peer store from schema version 1 to 2, "
+        .. "file left as it was: ", err, 1, true)
+      assert.equal("1", sql(db, "PRAGMA user_version")[1].user_version)
+      assert.equal(12, #columns(db))
+      assert.equal(#recs, disk_count(db))
+      -- the next open upgrades it
+      ps = open(db)
+      assert.equal(#recs, ps:count())
+      ps:close()
+      assert.equal("2", sql(db, "PRAGMA user_version")[1].user_version)
+    end)
+
+    it("resets a stored state it could not have written, and rewrites the row", function()
+      open(db):close()
+      local long = string.rep("y", 512)
+      sql(db, "INSERT INTO nodes (node_id, addrs, score, score_state) VALUES "
+        .. "('" .. id(1) .. "', 'ws://a:1', 3, 'line' || char(10) || 'break'), "
+        .. "('" .. id(2) .. "', 'ws://a:2', 4, '" .. long .. "'), "
+        .. "('" .. id(3) .. "', 'ws://a:3', 5, 'a' || char(0) || 'b'), "
+        .. "('" .. id(4) .. "', 'ws://a:4', 6, '" .. string.rep("z", 511) .. "')")
+      local ps = open(db)
+      assert.equal(4, ps:count())
+      assert.equal("", ps:get(id(1)).score_state)
+      assert.equal(3, ps:get(id(1)).score) -- the rest of the row is kept
+      assert.equal("", ps:get(id(2)).score_state)
+      assert.equal("", ps:get(id(3)).score_state)
+      assert.equal(string.rep("z", 511), ps:get(id(4)).score_state)
+      assert.is_true(ps:flush())
+      assert.equal(3, ps:stats().rows_written)
+      ps:close()
+      assert.same({ { n = "3" } }, sql(db, "SELECT count(*) AS n FROM nodes WHERE score_state = ''"))
+    end)
+  end)
+
   describe("kill -9", function()
     local function spawn_child(script)
       local pid = sys.spawn {
@@ -578,7 +790,7 @@ describe("peerstore", function()
       return {
         node_id = id(i), addrs = { "ws://10.0." .. (i // 250) .. "." .. (i % 250) .. ":9000" },
         first_seen = 1000 + i, last_seen = 2000 + i, failures = i % 5, source = "exchange",
-        score = score, is_validator = i % 2 == 0,
+        score = score, is_validator = i % 2 == 0, score_state = '{"i":' .. i .. '}',
       }
     end
 
@@ -593,7 +805,7 @@ describe("peerstore", function()
           return {
             node_id = id(i), addrs = { "ws://10.0." .. (i // 250) .. "." .. (i %% 250) .. ":9000" },
             first_seen = 1000 + i, last_seen = 2000 + i, failures = i %% 5, source = "exchange",
-            score = score, is_validator = i %% 2 == 0,
+            score = score, is_validator = i %% 2 == 0, score_state = '{"i":' .. i .. '}',
           }
         end
         for i = 1, 300 do assert(ps:put(record(i, i / 4))) end

@@ -288,6 +288,7 @@ static void conf_fill(lua_State *L, int t, struct conf *c) {
   c->messageRelay.relayThreshold = conf_num(L, s, "relayThreshold");
   c->messageRelay.messageExpiration = conf_num(L, s, "messageExpiration");
   c->messageRelay.cleanupInterval = conf_num(L, s, "cleanupInterval");
+  c->messageRelay.seenCacheSize = (unsigned)conf_int(L, s, "seenCacheSize", 1024, 16777216);
   lua_pop(L, 1);
 
   c->dataDir = conf_str(L, t, "dataDir", false);

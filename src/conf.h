@@ -76,6 +76,7 @@ struct conf {
     double relayThreshold;
     double messageExpiration; /* ms */
     double cleanupInterval;   /* ms */
+    unsigned seenCacheSize;   /* message ids the duplicate filter holds */
   } messageRelay;
 
   /* Node-level keys (absolute paths after loading) */

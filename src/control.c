@@ -11,6 +11,7 @@
 #include "log.h"
 #include "netmgr.h"
 #include "peerstore.h"
+#include "scoring.h"
 
 #define PING_MAX_PAYLOAD 256
 #define EXCHANGE_MAX_PAYLOAD (64u << 10)
@@ -21,6 +22,7 @@
 #define PING_EXCESS_LIMIT 50 /* unanswered pings before the peer is closed */
 #define EXCHANGE_SPACING 10.0 /* seconds between requests we answer per peer */
 #define FIRST_EXCHANGE_DELAY 0.2
+#define FIRST_PING_DELAY 1.0
 /* While the node has fewer outbound peers than this (or maxOutbound), it asks
  * for more peers this often, instead of every peerDiscoveryInterval. */
 #define HUNGRY_OUTBOUND 8
@@ -36,7 +38,7 @@ void control_request_peers(struct netmgr *nm, struct peer *p) {
 
 void control_on_established(struct netmgr *nm, struct peer *p) {
   double now = log_monotonic();
-  p->next_ping = now + nm->conf->pingInterval / 1000.0;
+  p->next_ping = now + FIRST_PING_DELAY; /* latency is known early */
   p->next_exchange = now + FIRST_EXCHANGE_DELAY;
   p->last_rx = now;
 }
@@ -69,6 +71,7 @@ void control_tick(struct netmgr *nm, double now) {
       continue;
     }
     if (now >= p->next_ping) {
+      if (p->ping_sent_at > 0) netmgr_penalise(nm, p, BH_TIMEOUT); /* the last one went unanswered */
       p->next_ping = now + interval;
       send_ping(nm, p, now);
     }
@@ -82,6 +85,7 @@ void control_tick(struct netmgr *nm, double now) {
 static int invalid(struct netmgr *nm, struct peer *p, const char *why, int code) {
   char label[64];
   nm->stats.invalid_messages++;
+  netmgr_penalise(nm, p, code == 4011 ? BH_SPAM : BH_INVALID_MESSAGE);
   log_at(LV_INFO, "invalid_message", "peer=%s why=%s", peer_label(p, label, sizeof label), why);
   if (code) {
     transport_close(p, code, why);
@@ -109,6 +113,7 @@ static int on_ping(struct netmgr *nm, struct peer *p, const struct envelope *e) 
       p->rtt_ms = (now - p->ping_sent_at) * 1000.0;
       p->rtt_avg_ms = p->rtt_avg_ms > 0 ? 0.8 * p->rtt_avg_ms + 0.2 * p->rtt_ms : p->rtt_ms;
       p->ping_sent_at = 0;
+      scoring_latency(&nm->scoring, p->id_hex, p->rtt_ms);
     }
     return 0;
   }
@@ -225,12 +230,14 @@ static int on_exchange(struct netmgr *nm, struct peer *p, const struct envelope 
       rc = invalid(nm, p, "exchange request max must be 1..64", 4012);
     } else if (!rate_allow(&p->exchange_rate, 1.0 / EXCHANGE_SPACING, 1, log_monotonic())) {
       nm->stats.invalid_messages++; /* too frequent: ignored, counted */
+      netmgr_penalise(nm, p, BH_SPAM);
     } else {
       answer_exchange(nm, p, (int)max);
     }
   } else if (resp && resp->type == JSON_BOOL && resp->b) {
     if (!p->exchange_requested) {
       nm->stats.invalid_messages++; /* unsolicited: ignored, counted */
+      netmgr_penalise(nm, p, BH_INVALID_MESSAGE);
     } else {
       p->exchange_requested = false;
       rc = learn_peers(nm, p, json_get(doc.root, "peers"));

@@ -108,6 +108,7 @@ static void push_conf(lua_State *L, const struct conf *c) {
   set_num(L, "relayThreshold", c->messageRelay.relayThreshold);
   set_num(L, "messageExpiration", c->messageRelay.messageExpiration);
   set_num(L, "cleanupInterval", c->messageRelay.cleanupInterval);
+  set_num(L, "seenCacheSize", c->messageRelay.seenCacheSize);
   lua_setfield(L, -2, "messageRelay");
 
   set_str(L, "dataDir", c->dataDir);

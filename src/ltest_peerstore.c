@@ -13,9 +13,10 @@
  *   bt2c.peerstore_lock(path) -> lock        (holds the write lock until lock:unlock())
  *
  * A record is a table with the fields of struct peer_record; pubkey is a
- * 32-byte string or nil. put() copies strings into the fixed-size fields
- * without terminating over-long ones, so the store's own validation is what
- * the specs exercise.
+ * 32-byte string or nil, score_state a string ("" when the scoring module
+ * has stored none). put() copies strings into the fixed-size fields without
+ * terminating over-long ones, so the store's own validation is what the
+ * specs exercise.
  */
 #include <limits.h>
 #include <string.h>
@@ -51,7 +52,7 @@ static int lps_result(lua_State *L, int rc, const char *what) {
 
 /* [-0, +1, m] */
 static void lps_push_record(lua_State *L, const struct peer_record *r) {
-  lua_createtable(L, 0, 12);
+  lua_createtable(L, 0, 13);
   lua_pushstring(L, r->node_id);
   lua_setfield(L, -2, "node_id");
   if (r->has_pubkey) {
@@ -82,6 +83,8 @@ static void lps_push_record(lua_State *L, const struct peer_record *r) {
   lua_setfield(L, -2, "ban_until");
   lua_pushboolean(L, r->anchor);
   lua_setfield(L, -2, "anchor");
+  lua_pushstring(L, r->score_state);
+  lua_setfield(L, -2, "score_state");
 }
 
 /* Copies at most cap bytes; a string of cap bytes or more stays unterminated. */
@@ -158,6 +161,7 @@ static void lps_to_record(lua_State *L, int t, struct peer_record *r) {
   r->score = lps_field_number(L, t, "score");
   r->ban_until = lps_field_number(L, t, "ban_until");
   r->anchor = lps_field_bool(L, t, "anchor");
+  lps_field_string(L, t, "score_state", r->score_state, sizeof r->score_state);
 }
 
 static int l_peerstore_open(lua_State *L) {

@@ -368,7 +368,7 @@ static int l_unix_probe_as(lua_State *L) {
       if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         len = snprintf(out, sizeof out, "Econnect: %s", strerror(errno));
       } else {
-        (void)!write(fd, data, dlen);
+        (void)!send(fd, data, dlen, MSG_NOSIGNAL); /* a refusal may close it first */
         struct pollfd p = {.fd = fd, .events = POLLIN};
         out[0] = 'R';
         len = 1;

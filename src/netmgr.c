@@ -16,6 +16,7 @@
 #include "netmgr_dial.h"
 #include "peerstore.h"
 #include "policy.h"
+#include "scoring.h"
 
 #define TICK_MS 100
 #define FLUSH_SECONDS 2.0
@@ -239,10 +240,10 @@ void netmgr_peer_url(const struct peer *p, char *out, size_t cap) {
   snprintf(out, cap, "%s://%s:%d", p->hello.listen_tls ? "wss" : "ws", ip, p->hello.listen_port);
 }
 
-/* The stored score of a node (0 if never seen). */
-static double stored_score(const struct netmgr *nm, const char *id_hex) {
-  struct peer_record r;
-  return (nm->store && peerstore_get(nm->store, id_hex, &r) == 0) ? r.score : 0;
+/* The score of a node (0 if never seen). */
+static double known_score(struct netmgr *nm, const char *id_hex) {
+  struct score *s = scoring_find(&nm->scoring, id_hex);
+  return s ? s->total : 0;
 }
 
 bool netmgr_is_validator(const struct netmgr *nm, const struct peer *p) {
@@ -262,8 +263,8 @@ static struct peer *eviction_candidate(struct netmgr *nm, double *score) {
     if (q->state != PEER_ESTABLISHED || !q->inbound || q->persistent ||
         netmgr_is_validator(nm, q))
       continue;
-    double s = stored_score(nm, q->id_hex);
-    if (s >= sp.trusted) continue;
+    double s = known_score(nm, q->id_hex);
+    if (s >= sp.trusted) continue; /* trusted peers are protected */
     if (worst == NULL || s < worst_score || (s == worst_score && q->established_at > worst->established_at)) {
       worst = q;
       worst_score = s;
@@ -280,6 +281,25 @@ static void refuse(struct netmgr *nm, struct peer *p, int code, const char *why)
   nm->stats.handshakes_failed++;
   if (code >= 4000 && code < 4016) nm->stats.refused[code - 4000]++;
   transport_close(p, code, why);
+}
+
+void netmgr_reject(struct netmgr *nm, struct peer *p, int type, int code, const char *why) {
+  if (p->state == PEER_HANDSHAKING) {
+    refuse(nm, p, code, why);
+    return;
+  }
+  char label[64];
+  nm->stats.invalid_messages++;
+  log_at(LV_INFO, "invalid_message", "peer=%s remote=%s type=%s code=%d why=%s",
+         peer_label(p, label, sizeof label), p->remote, type ? env_type_name(type) : "-", code,
+         why);
+  netmgr_penalise(nm, p, code == 4011 ? BH_SPAM : BH_INVALID_MESSAGE);
+  transport_close(p, code, why);
+  netmgr_unestablish(nm, p);
+}
+
+void netmgr_deliver(struct netmgr *nm, struct peer *p, const struct envelope *e) {
+  if (nm->ev.message && (nm->ev.message_mask & (1u << e->type))) nm->ev.message(nm->ev.ud, p, e);
 }
 
 /* Which of two connections to the same node survives: the one dialled by
@@ -314,9 +334,14 @@ static void record_connection(struct netmgr *nm, struct peer *p) {
 
 static void finish_handshake(struct netmgr *nm, struct peer *p) {
   const struct conf *c = nm->conf;
-  double now_s = netmgr_wallclock_ms() / 1000.0;
-  struct peer_record rec;
-  if (nm->store && peerstore_get(nm->store, p->id_hex, &rec) == 0 && rec.ban_until > now_s) {
+  double now_s = scoring_now();
+  struct score *sc = scoring_find(&nm->scoring, p->id_hex);
+  char addrs[2][80];
+  int na = netmgr_ban_keys(p, addrs);
+  bool addr_banned = false;
+  for (int i = 0; i < na && nm->store; i++)
+    addr_banned |= peerstore_address_banned(nm->store, addrs[i], now_s) > 0;
+  if (scoring_banned(sc, now_s) || addr_banned) {
     refuse(nm, p, 4010, "banned");
     return;
   }
@@ -346,7 +371,7 @@ static void finish_handshake(struct netmgr *nm, struct peer *p) {
   }
   int total = nm->n_inbound + nm->n_outbound;
   if (p->inbound && (nm->n_inbound >= c->maxInbound || total >= c->maxPeers)) {
-    double worst_score, mine = stored_score(nm, p->id_hex);
+    double worst_score, mine = known_score(nm, p->id_hex);
     struct peer *victim = eviction_candidate(nm, &worst_score);
     if (victim == NULL || worst_score >= mine) {
       refuse(nm, p, 4006, "no free inbound slot");
@@ -373,6 +398,9 @@ static void finish_handshake(struct netmgr *nm, struct peer *p) {
   nm->stats.handshakes_ok++;
   control_on_established(nm, p);
   record_connection(nm, p);
+  scoring_connected(&nm->scoring, p->id_hex);
+  p->score = scoring_get(&nm->scoring, p->id_hex);
+  relay_invalidate_modes(&nm->relay);
   dial_on_established(nm, p);
 
   char label[64];
@@ -387,6 +415,8 @@ static void finish_handshake(struct netmgr *nm, struct peer *p) {
 void netmgr_unestablish(struct netmgr *nm, struct peer *p) {
   if (!p->counted) return;
   p->counted = false;
+  p->score = NULL;
+  relay_invalidate_modes(&nm->relay);
   table_remove(nm, p);
   if (p->inbound) nm->n_inbound--;
   else nm->n_outbound--;
@@ -483,17 +513,13 @@ static int on_envelope(const struct envelope *e, void *ud) {
   struct peer *p = x->p;
   if (p->state == PEER_CLOSING) return 1;
   if (direct_only(e->type) && (e->flags || e->path_len)) {
-    nm->stats.invalid_messages++;
-    transport_close(p, e->type == MSG_PEER_HANDSHAKE ? 4000 : 1002,
-                    "control message with relay flags or a path");
-    netmgr_unestablish(nm, p);
+    netmgr_reject(nm, p, e->type, e->type == MSG_PEER_HANDSHAKE ? 4000 : 1002,
+                  "control message with relay flags or a path");
     return 1;
   }
   if (direct_only(e->type) && p->hello_received && memcmp(e->origin, p->id, ENV_NODE_ID_LEN) != 0) {
-    nm->stats.invalid_messages++;
-    transport_close(p, e->type == MSG_PEER_HANDSHAKE ? 4001 : 1002,
-                    "control message from another origin");
-    netmgr_unestablish(nm, p);
+    netmgr_reject(nm, p, e->type, e->type == MSG_PEER_HANDSHAKE ? 4001 : 1002,
+                  "control message from another origin");
     return 1;
   }
   nm->stats.msgs_in[e->type]++;
@@ -510,8 +536,7 @@ static int on_envelope(const struct envelope *e, void *ud) {
   }
   switch (e->type) {
     case MSG_PEER_HANDSHAKE:
-      nm->stats.invalid_messages++;
-      transport_close(p, 4000, "handshake message after the handshake");
+      netmgr_reject(nm, p, e->type, 4000, "handshake message after the handshake");
       return 1;
     case MSG_PEER_PING:
     case MSG_PEER_EXCHANGE:
@@ -519,16 +544,7 @@ static int on_envelope(const struct envelope *e, void *ud) {
     default:
       break;
   }
-  if (!json_object_valid((const char *)e->payload, e->payload_len)) {
-    nm->stats.invalid_messages++;
-    char label[64];
-    log_at(LV_INFO, "invalid_message", "peer=%s type=%s why=%s", peer_label(p, label, sizeof label),
-           env_type_name(e->type), "payload is not a JSON object");
-    transport_close(p, 4012, "payload is not a JSON object");
-    return 1;
-  }
-  if (nm->ev.message && (nm->ev.message_mask & (1u << e->type))) nm->ev.message(nm->ev.ud, p, e);
-  return 0;
+  return relay_on_message(&nm->relay, p, e) < 0 ? 1 : 0;
 }
 
 void netmgr_on_message(struct netmgr *nm, struct peer *p, const uint8_t *data, size_t len) {
@@ -538,8 +554,10 @@ void netmgr_on_message(struct netmgr *nm, struct peer *p, const uint8_t *data, s
   const char *why = NULL;
   if (env_batch_each(data, len, on_envelope, &x, &why) < 0 && p->state != PEER_CLOSING) {
     nm->stats.invalid_messages++;
+    netmgr_penalise(nm, p, BH_INVALID_MESSAGE);
     char label[64], reason[100];
-    log_at(LV_INFO, "invalid_message", "peer=%s why=%s", peer_label(p, label, sizeof label), why);
+    log_at(LV_INFO, "invalid_message", "peer=%s remote=%s why=%s",
+           peer_label(p, label, sizeof label), p->remote, why);
     snprintf(reason, sizeof reason, "malformed envelope: %s", why);
     transport_close(p, 1002, reason);
   }
@@ -567,10 +585,24 @@ void netmgr_on_closed(struct netmgr *nm, struct peer *p, int code, const char *r
   else if (p->state == PEER_DIALING) nm->n_dialing--;
   netmgr_unestablish(nm, p);
   char label[64];
-  log_at(was_established ? LV_INFO : LV_DEBUG, "peer_disconnected",
-         "peer=%s remote=%s code=%d reason=%s by=%s", peer_label(p, label, sizeof label), p->remote,
-         code ? code : 1006, reason && reason[0] ? reason : "-", p->remote_close ? "peer" : "us");
+  if (was_established)
+    log_at(LV_INFO, "peer_disconnected", "peer=%s remote=%s code=%d reason=%s by=%s",
+           peer_label(p, label, sizeof label), p->remote, code ? code : 1006,
+           reason && reason[0] ? reason : "-", p->remote_close ? "peer" : "us");
+  else
+    log_limited(&nm->prehandshake_limit, LV_INFO, "connection_closed",
+                "peer=%s remote=%s code=%d reason=%s by=%s stage=%s",
+                peer_label(p, label, sizeof label), p->remote, code ? code : 1006,
+                reason && reason[0] ? reason : "-", p->remote_close ? "peer" : "us",
+                p->state == PEER_DIALING ? "dial" : "handshake");
   if (was_established) {
+    /* A clean close, or one we chose for reasons that are not the peer's
+     * fault (shutdown, eviction, duplicates, bans already counted), is no
+     * DISCONNECT behaviour; a dropped connection or an unresponsive peer is. */
+    int c = code ? code : 1006;
+    bool clean = c == 1000 || c == 1001 || c == 4005 || c == 4006 || c == 4010 ||
+                 (!p->remote_close && c != 4008);
+    scoring_disconnected(&nm->scoring, p->id_hex, clean);
     if (nm->store) {
       struct peer_record r;
       if (peerstore_get(nm->store, p->id_hex, &r) == 0) {
@@ -603,6 +635,92 @@ int netmgr_disconnect(struct netmgr *nm, const char *id_hex, int code, const cha
   return 0;
 }
 
+/* ---- scores and bans -------------------------------------------------------- */
+
+static bool loopback(const char *ip) {
+  return strncmp(ip, "127.", 4) == 0 || strcmp(ip, "[::1]") == 0 || strcmp(ip, "::1") == 0;
+}
+
+int netmgr_ban_keys(const struct peer *p, char out[2][80]) {
+  char ip[64];
+  snprintf(ip, sizeof ip, "%s", p->remote);
+  char *colon = strrchr(ip, ':');
+  if (colon == NULL) return 0;
+  *colon = '\0';
+  int n = 0;
+  /* Every node on a host shares a loopback address: ban its listen port there. */
+  if (!loopback(ip)) snprintf(out[n++], 80, "%s", ip);
+  int port = p->inbound ? p->hello.listen_port : atoi(colon + 1);
+  if (port > 0) snprintf(out[n++], 80, "%s:%d", ip, port);
+  return n;
+}
+
+/* Address keys of a node that is not connected: the host (and host:port)
+ * of its best known URL. */
+static int record_ban_keys(struct netmgr *nm, const char *id, char out[2][80]) {
+  struct peer_record r;
+  if (nm->store == NULL || peerstore_get(nm->store, id, &r) != 0 || r.n_addrs == 0) return 0;
+  bool tls;
+  char host[64];
+  int port;
+  if (transport_parse_url(r.addrs[0], &tls, host, sizeof host, &port) != 0) return 0;
+  int n = 0;
+  if (!loopback(host)) snprintf(out[n++], 80, "%s", host);
+  snprintf(out[n++], 80, "%.63s:%d", host, port);
+  return n;
+}
+
+static void apply_ban(struct netmgr *nm, struct score *s, double until, const char *reason) {
+  char keys[2][80];
+  struct peer *p = netmgr_find_hex(nm, s->id);
+  int n = p ? netmgr_ban_keys(p, keys) : record_ban_keys(nm, s->id, keys);
+  for (int i = 0; i < n && nm->store; i++) peerstore_ban_address(nm->store, keys[i], until);
+  log_at(LV_WARN, "peer_banned", "peer=%s until_s=%.0f addresses=%d reason=%s", s->id,
+         until - scoring_now(), n, reason);
+  if (p) {
+    transport_close(p, 4010, reason);
+    netmgr_unestablish(nm, p);
+  }
+}
+
+static void on_level_change(void *ud, struct score *s, enum policy_level from,
+                            enum policy_level to, const struct policy_threshold_action *a) {
+  struct netmgr *nm = ud;
+  (void)from;
+  relay_invalidate_modes(&nm->relay); /* trusted/validator counts may change */
+  if (a->ban_seconds > 0) {
+    apply_ban(nm, s, s->ban_until, "banned: score fell to the banned threshold");
+  } else if (a->disconnect) {
+    struct peer *p = netmgr_find_hex(nm, s->id);
+    if (p) {
+      transport_close(p, 1000, to == PL_BANNED ? "score too low" : "disconnected by policy");
+      netmgr_unestablish(nm, p);
+    }
+  }
+}
+
+void netmgr_ban(struct netmgr *nm, struct score *s, double seconds, const char *reason) {
+  scoring_set_ban(&nm->scoring, s, seconds);
+  apply_ban(nm, s, s->ban_until, reason);
+}
+
+void netmgr_unban(struct netmgr *nm, struct score *s) {
+  char keys[2][80];
+  int n = record_ban_keys(nm, s->id, keys);
+  for (int i = 0; i < n && nm->store; i++) peerstore_unban_address(nm->store, keys[i]);
+  scoring_set_ban(&nm->scoring, s, 0);
+  log_at(LV_INFO, "peer_unbanned", "peer=%s", s->id);
+}
+
+void netmgr_penalise(struct netmgr *nm, struct peer *p, enum behavior b) {
+  if (p->established_at > 0 && p->id_hex[0]) scoring_record(&nm->scoring, p->id_hex, b);
+}
+
+void netmgr_policies_reloaded(struct netmgr *nm) {
+  scoring_rescore_all(&nm->scoring);
+  relay_invalidate_modes(&nm->relay);
+}
+
 /* ---- periodic work and lifecycle ------------------------------------------- */
 
 static void on_tick(struct loop_timer *t) {
@@ -610,6 +728,11 @@ static void on_tick(struct loop_timer *t) {
   double now = log_monotonic();
   control_tick(nm, now);
   dial_tick(nm, now);
+  relay_tick(&nm->relay, now);
+  if (now >= nm->next_score) {
+    nm->next_score = now + 1.0;
+    scoring_tick(&nm->scoring);
+  }
   if (nm->store && now >= nm->next_flush) {
     nm->next_flush = now + FLUSH_SECONDS;
     dial_save_anchors(nm);
@@ -642,7 +765,17 @@ int netmgr_start(struct netmgr *nm, struct conf *c, struct loop *l, struct polic
     identity_free(&nm->me);
     return -1;
   }
+  scoring_init(&nm->scoring, c, policy, nm->store, on_level_change, nm);
+  if (relay_init(&nm->relay, nm, c) != 0) {
+    log_at(LV_ERROR, "start_failed", "err=%s", "cannot allocate the duplicate filter");
+    scoring_free(&nm->scoring);
+    peerstore_close(nm->store);
+    identity_free(&nm->me);
+    return -1;
+  }
   if (transport_start(&nm->tr, l, c, nm) != 0) {
+    relay_free(&nm->relay);
+    scoring_free(&nm->scoring);
     peerstore_close(nm->store);
     identity_free(&nm->me);
     return -1;
@@ -652,6 +785,7 @@ int netmgr_start(struct netmgr *nm, struct conf *c, struct loop *l, struct polic
     return -1;
   }
   nm->tick.user = nm;
+  nm->prehandshake_limit.burst = 20; /* connection-level events come in bursts */
   loop_timer_start(l, &nm->tick, TICK_MS, on_tick);
   log_at(LV_INFO, "network_started", "nodeId=%s listen=%s:%d networkId=%s known_peers=%d",
          nm->me.id_hex, c->host, nm->tr.listen_port, c->networkId, peerstore_count(nm->store));
@@ -683,6 +817,8 @@ void netmgr_stop(struct netmgr *nm) {
     p->wsi = NULL;
     netmgr_release(nm, p);
   }
+  relay_free(&nm->relay);
+  scoring_free(&nm->scoring); /* saves unsaved scores into the store */
   if (nm->store) {
     peerstore_close(nm->store);
     nm->store = NULL;

@@ -18,9 +18,12 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "log.h"
 #include "identity.h"
 #include "loop.h"
 #include "peer.h"
+#include "relay.h"
+#include "scoring.h"
 #include "transport.h"
 
 struct peerstore;
@@ -69,6 +72,8 @@ struct netmgr {
   struct transport tr;
   struct peerstore *store;
   struct policy_host *policy;
+  struct scoring scoring;
+  struct relay relay;
   struct netmgr_events ev;
 
   struct peer *peers; /* every connection, any state */
@@ -84,9 +89,10 @@ struct netmgr {
   unsigned recent_next;
 
   struct loop_timer tick;
-  double next_discovery, next_flush;
+  double next_discovery, next_flush, next_score;
   char listen_url[128];
   struct netmgr_stats stats;
+  struct log_limit prehandshake_limit;
   bool stopping;
 };
 
@@ -110,6 +116,21 @@ struct peer *netmgr_find_hex(const struct netmgr *nm, const char *id_hex);
  * peers it was queued for, or -1 if the payload is not valid JSON or too big. */
 int netmgr_send(struct netmgr *nm, struct peer *p, int type, const char *payload, size_t len);
 
+/* Bans the node of s for `seconds`: by node id, and by address (its IP, or
+ * ip:listenPort for loopback peers, which share one IP); drops its
+ * connection with 4010. */
+void netmgr_ban(struct netmgr *nm, struct score *s, double seconds, const char *reason);
+/* Lifts the node's ban and its address bans; it is on probation after. */
+void netmgr_unban(struct netmgr *nm, struct score *s);
+/* Closes p for a protocol violation: logged, counted, penalised. */
+void netmgr_reject(struct netmgr *nm, struct peer *p, int type, int code, const char *why);
+/* Hands an application message to the node's listeners (once per id). */
+void netmgr_deliver(struct netmgr *nm, struct peer *p, const struct envelope *e);
+/* Records a behaviour of an established peer found misbehaving by C. */
+void netmgr_penalise(struct netmgr *nm, struct peer *p, enum behavior b);
+/* After a policy reload: every known peer is scored again at once. */
+void netmgr_policies_reloaded(struct netmgr *nm);
+
 /* Asks every connection to close (shutdown); netmgr_idle() tells when all
  * are gone. */
 void netmgr_close_all(struct netmgr *nm, int code, const char *reason);
@@ -127,6 +148,9 @@ bool netmgr_is_validator(const struct netmgr *nm, const struct peer *p);
 /* The URL other nodes can dial p at ("" if unknown): the dialled URL, or for
  * an inbound peer its TCP address with the listenPort of its hello. */
 void netmgr_peer_url(const struct peer *p, char *out, size_t cap);
+/* The address-ban keys of a connected peer (its IP unless loopback, and
+ * ip:port of where it listens); returns how many. */
+int netmgr_ban_keys(const struct peer *p, char out[2][80]);
 
 /* ---- called by transport -------------------------------------------- */
 bool netmgr_allow_inbound(struct netmgr *nm, const char *ip);

@@ -10,6 +10,7 @@
 #include "console.h"
 #include "lconsole.h"
 #include "lnetwork.h"
+#include "lscoring.h"
 #include "log.h"
 #include "policy.h"
 
@@ -75,6 +76,7 @@ int node_start(struct node *n, struct conf *conf) {
   if (netmgr_start(&n->net, c, &n->loop, n->policy) != 0) goto fail;
   n->net_started = true;
   lnetwork_open(n->L, n);
+  lscoring_open(n->L, n);
   n->console = console_start(&n->loop, n->L, c->consoleSocket, c->consoleTimeout);
   if (n->console == NULL) goto fail;
 
@@ -121,5 +123,6 @@ int node_reload_policies(struct node *n, struct conf_errors *errs) {
     return -1;
   }
   log_at(LV_INFO, "policy_reloaded", "generation=%lu", policy_generation(n->policy));
+  if (n->net_started) netmgr_policies_reloaded(&n->net);
   return 0;
 }

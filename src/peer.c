@@ -46,6 +46,7 @@ enum peer_class peer_class_of(int t) {
 struct peer *peer_new(struct netmgr *nm, bool inbound) {
   struct peer *p = calloc(1, sizeof *p);
   if (p == NULL) return NULL;
+  p->magic = PEER_MAGIC;
   p->nm = nm;
   p->inbound = inbound;
   p->created = log_monotonic();

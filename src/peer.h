@@ -26,6 +26,7 @@
 
 struct lws;
 struct netmgr;
+struct score;
 
 /* An encoded envelope shared by every queue it is in. */
 struct msgbuf {
@@ -59,7 +60,10 @@ struct rate {
   double tokens, last; /* token bucket */
 };
 
+#define PEER_MAGIC 0x70656572u /* "peer": tells a peer from other lws user data */
+
 struct peer {
+  uint32_t magic;
   struct netmgr *nm;
   struct lws *wsi;
   struct peer *next, *prev; /* netmgr's list of connections */
@@ -68,6 +72,7 @@ struct peer {
   bool inbound;
   bool persistent; /* dialled from persistentPeers */
   bool counted;    /* established and counted in netmgr's table and totals */
+  struct score *score; /* its scoring record while established */
   enum peer_state state;
   char remote[64];      /* "ip:port" of the TCP connection */
   char url[128];        /* outbound: the dialled URL; inbound: advertised ws://ip:listenPort */

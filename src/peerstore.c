@@ -1,19 +1,18 @@
-/* peerstore: see peerstore.h.
+/* peerstore: see peerstore.h. This file holds the records in memory and
+ * decides what is kept; peerstore_table.c is the hash table, peerstore_db.c
+ * the sqlite file.
  *
- * Memory. Two open-addressing hash tables (linear probing, backward-shift
- * deletion, so no tombstones), one of node records keyed by node id and one
- * of address bans keyed by address. Node ids arrive from peer exchange, so a
- * remote peer chooses them: the hash is SipHash-1-3 under a random key drawn
- * per store, which keeps crafted ids from piling into one probe run. Each
- * item is CLEAN (as on disk), DIRTY (to be written) or GONE (to be deleted;
- * invisible to every reader). An item that never reached the disk is freed at
- * once instead of going GONE.
+ * Memory. Two tables, one of node records keyed by node id and one of
+ * address bans keyed by address. Each item is CLEAN (as on disk), DIRTY (to
+ * be written) or GONE (to be deleted; invisible to every reader). An item
+ * that never reached the disk is freed at once instead of going GONE.
  *
- * Disk. application_id "bt2c" and user_version PS_SCHEMA_VERSION mark the
- * file as ours; anything else is refused untouched (not even switched to
- * WAL). A node's addresses are one text column, space-separated: addresses
- * with whitespace or control characters are rejected on the way in, so the
- * list is unambiguous.
+ * Records. A node's addresses are one text column, space-separated:
+ * addresses with whitespace or control characters are rejected on the way
+ * in, so the list is unambiguous. score_state belongs to the scoring module:
+ * the store bounds it and never looks inside. Rows read back are held to the
+ * same rules as puts: a row without a valid node id is skipped, an invalid
+ * field is reset and the row rewritten at the next flush.
  *
  * Usefulness, for the bound (least useful dropped first; anchors and nodes
  * whose ban is still running are never dropped):
@@ -32,7 +31,6 @@
 
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,16 +40,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "log.h"
+#include "peerstore_db.h"
+#include "peerstore_table.h"
 
-#define PS_APPLICATION_ID 0x62743263 /* "bt2c" */
-#define PS_SCHEMA_VERSION 1
 #define PS_DEFAULT_MAX 10000
-/* The event loop waits on a busy database; a busy flush just retries later. */
-#define PS_BUSY_MS 1000
-#define PS_PRESIZE_MAX ((size_t)1 << 17)
 #define PS_HOPELESS_FAILURES 10
 #define PS_STALE_AFTER (30.0 * 86400.0)
 #define PS_SOURCE_LEN ((int)sizeof(((struct peer_record *)0)->source))
@@ -76,177 +69,31 @@ struct ps_ban {
   char addr[PEERSTORE_ADDR_LEN];
 };
 
-struct ps_slot {
-  uint64_t hash;
-  void *item; /* NULL: empty */
-};
-
-struct ps_map {
-  struct ps_slot *slot;
-  size_t cap;  /* a power of two */
-  size_t used; /* occupied slots, GONE items included */
+struct ps_set {
+  struct pst_map map;
   size_t live; /* items that are not GONE */
-  uint64_t k0, k1;
-  const char *(*key)(const void *item);
 };
 
 struct peerstore {
-  sqlite3 *db;
+  struct psdb *db;
   char *path;
   int max_entries;
   bool dirty;          /* something changed since the last successful flush */
   size_t nodes_guard;  /* prune in memory above this many live nodes... */
   size_t bans_guard;   /* ...or bans (see ps_guard) */
-  struct ps_map nodes, bans;
-  sqlite3_stmt *put_node, *del_node, *put_ban, *del_ban;
+  struct ps_set nodes, bans;
   struct peerstore_stats stats;
   struct log_limit full_log;
 };
-
-static const char ps_schema[] =
-    "CREATE TABLE nodes (\n"
-    "  node_id TEXT PRIMARY KEY NOT NULL,\n"
-    "  pubkey BLOB,\n"
-    "  addrs TEXT NOT NULL DEFAULT '',\n"
-    "  first_seen REAL NOT NULL DEFAULT 0,\n"
-    "  last_seen REAL NOT NULL DEFAULT 0,\n"
-    "  last_connected REAL NOT NULL DEFAULT 0,\n"
-    "  failures INTEGER NOT NULL DEFAULT 0,\n"
-    "  source TEXT NOT NULL DEFAULT '',\n"
-    "  is_validator INTEGER NOT NULL DEFAULT 0,\n"
-    "  score REAL NOT NULL DEFAULT 0,\n"
-    "  ban_until REAL NOT NULL DEFAULT 0,\n"
-    "  anchor INTEGER NOT NULL DEFAULT 0\n"
-    ") WITHOUT ROWID;\n"
-    "CREATE TABLE address_bans (\n"
-    "  addr TEXT PRIMARY KEY NOT NULL,\n"
-    "  until REAL NOT NULL\n"
-    ") WITHOUT ROWID;\n";
-
-#define PS_NODE_COLUMNS                                                                   \
-  "node_id, pubkey, addrs, first_seen, last_seen, last_connected, failures, source, " \
-  "is_validator, score, ban_until, anchor"
-
-/* ---- hashing ------------------------------------------------------------ */
-
-static uint64_t ps_rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
-
-#define PS_SIPROUND                                                             \
-  do {                                                                          \
-    v0 += v1, v1 = ps_rotl(v1, 13), v1 ^= v0, v0 = ps_rotl(v0, 32);             \
-    v2 += v3, v3 = ps_rotl(v3, 16), v3 ^= v2;                                   \
-    v0 += v3, v3 = ps_rotl(v3, 21), v3 ^= v0;                                   \
-    v2 += v1, v1 = ps_rotl(v1, 17), v1 ^= v2, v2 = ps_rotl(v2, 32);             \
-  } while (0)
-
-/* SipHash-1-3: keyed, so the probe sequence of an id is not predictable. */
-static uint64_t ps_siphash(uint64_t k0, uint64_t k1, const char *s, size_t len) {
-  uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
-  uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
-  const unsigned char *p = (const unsigned char *)s;
-  size_t full = len & ~(size_t)7;
-  for (size_t i = 0; i < full; i += 8) {
-    uint64_t m = 0;
-    for (int j = 7; j >= 0; j--) m = (m << 8) | p[i + (size_t)j];
-    v3 ^= m;
-    PS_SIPROUND;
-    v0 ^= m;
-  }
-  uint64_t b = (uint64_t)len << 56;
-  for (size_t j = 0; j < (len & 7); j++) b |= (uint64_t)p[full + j] << (8 * j);
-  v3 ^= b;
-  PS_SIPROUND;
-  v0 ^= b;
-  v2 ^= 0xff;
-  PS_SIPROUND;
-  PS_SIPROUND;
-  PS_SIPROUND;
-  return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* ---- the hash table ----------------------------------------------------- */
-
-#define PS_NONE SIZE_MAX
-
-static int ps_map_init(struct ps_map *m, size_t expect, const char *(*key)(const void *),
-                       uint64_t k0, uint64_t k1) {
-  size_t cap = 16;
-  if (expect > PS_PRESIZE_MAX) expect = PS_PRESIZE_MAX; /* a huge bound grows on demand */
-  while (cap < expect * 2) cap <<= 1; /* load factor stays under 1/2 at the bound */
-  m->slot = calloc(cap, sizeof *m->slot);
-  m->cap = cap;
-  m->used = m->live = 0;
-  m->k0 = k0;
-  m->k1 = k1;
-  m->key = key;
-  return m->slot ? 0 : -1;
-}
-
-static uint64_t ps_map_hash(const struct ps_map *m, const char *key) {
-  return ps_siphash(m->k0, m->k1, key, strlen(key));
-}
-
-static size_t ps_map_find(const struct ps_map *m, const char *key, uint64_t h) {
-  size_t mask = m->cap - 1;
-  for (size_t i = h & mask; m->slot[i].item; i = (i + 1) & mask)
-    if (m->slot[i].hash == h && strcmp(m->key(m->slot[i].item), key) == 0) return i;
-  return PS_NONE;
-}
-
-static void ps_map_place(struct ps_slot *slot, size_t cap, uint64_t h, void *item) {
-  size_t i = h & (cap - 1);
-  while (slot[i].item) i = (i + 1) & (cap - 1);
-  slot[i].hash = h;
-  slot[i].item = item;
-}
-
-static int ps_map_insert(struct ps_map *m, void *item, uint64_t h) {
-  if ((m->used + 1) * 2 > m->cap) {
-    size_t cap = m->cap * 2;
-    struct ps_slot *slot = calloc(cap, sizeof *slot);
-    if (!slot) return -1;
-    for (size_t i = 0; i < m->cap; i++)
-      if (m->slot[i].item) ps_map_place(slot, cap, m->slot[i].hash, m->slot[i].item);
-    free(m->slot);
-    m->slot = slot;
-    m->cap = cap;
-  }
-  ps_map_place(m->slot, m->cap, h, item);
-  m->used++;
-  return 0;
-}
-
-/* Empties slot i and pulls later members of its probe run back into the hole,
- * so that lookups never need tombstones. An item may move to a lower index
- * (or wrap to the end): callers that iterate must tolerate seeing it twice. */
-static void ps_map_remove_at(struct ps_map *m, size_t i) {
-  size_t mask = m->cap - 1, j = i;
-  m->slot[i].item = NULL;
-  for (;;) {
-    j = (j + 1) & mask;
-    if (!m->slot[j].item) break;
-    size_t home = m->slot[j].hash & mask;
-    bool movable = j > i ? (home <= i || home > j) : (home <= i && home > j);
-    if (movable) {
-      m->slot[i] = m->slot[j];
-      m->slot[j].item = NULL;
-      i = j;
-    }
-  }
-  m->used--;
-}
-
-static void ps_map_free(struct ps_map *m) {
-  if (!m->slot) return;
-  for (size_t i = 0; i < m->cap; i++) free(m->slot[i].item);
-  free(m->slot);
-  m->slot = NULL;
-}
 
 static const char *ps_node_key(const void *item) {
   return ((const struct ps_node *)item)->rec.node_id;
 }
 static const char *ps_ban_key(const void *item) { return ((const struct ps_ban *)item)->addr; }
+
+static size_t ps_find(const struct ps_set *s, const char *key) {
+  return pst_find(&s->map, key, pst_hash(&s->map, key));
+}
 
 /* ---- validation --------------------------------------------------------- */
 
@@ -273,10 +120,23 @@ static bool ps_valid_addr(const char *a) { return ps_valid_text(a, PEERSTORE_ADD
 static bool ps_valid_source(const char *s) { return ps_valid_text(s, PS_SOURCE_LEN, true); }
 static bool ps_valid_time(double t) { return isfinite(t) && t >= 0; }
 
+/* Compact JSON never needs a raw control character (JSON escapes them), so
+ * one is a caller's bug; keeping them out also keeps the text safe to print.
+ * Spaces and bytes from 0x7f up are the scoring module's business. */
+static bool ps_valid_state(const char *s) {
+  size_t n = strnlen(s, PEERSTORE_STATE_LEN);
+  if (n == PEERSTORE_STATE_LEN) return false;
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)s[i] < 0x20) return false;
+  return true;
+}
+
 /* Checks rec and writes a canonical copy (zero padding, duplicate addresses
  * dropped) to out. */
 static int ps_normalise(const struct peer_record *rec, struct peer_record *out) {
-  if (!ps_valid_id(rec->node_id) || !ps_valid_source(rec->source)) return -1;
+  if (!ps_valid_id(rec->node_id) || !ps_valid_source(rec->source) ||
+      !ps_valid_state(rec->score_state))
+    return -1;
   if (rec->n_addrs < 0 || rec->n_addrs > PEERSTORE_MAX_ADDRS) return -1;
   if (!ps_valid_time(rec->first_seen) || !ps_valid_time(rec->last_seen) ||
       !ps_valid_time(rec->last_connected) || !ps_valid_time(rec->ban_until) ||
@@ -303,6 +163,7 @@ static int ps_normalise(const struct peer_record *rec, struct peer_record *out) 
   out->score = rec->score;
   out->ban_until = rec->ban_until;
   out->anchor = rec->anchor;
+  strcpy(out->score_state, rec->score_state);
   return 0;
 }
 
@@ -337,21 +198,21 @@ static int ps_usefulness_cmp(const void *pa, const void *pb) {
   return strcmp(a->rec->node_id, b->rec->node_id);
 }
 
-static unsigned char ps_state(const struct ps_map *m, size_t i) {
-  return ((const struct ps_item *)m->slot[i].item)->state;
+static unsigned char ps_state(const struct ps_set *s, size_t i) {
+  return ((const struct ps_item *)s->map.slot[i].item)->state;
 }
 
 /* Drops the item in slot i: GONE if the disk has it, freed otherwise.
  * Returns true if it was freed (slot i may then hold another item). */
-static bool ps_drop(struct peerstore *ps, struct ps_map *m, size_t i) {
-  struct ps_item *it = m->slot[i].item;
-  m->live--;
+static bool ps_drop(struct peerstore *ps, struct ps_set *s, size_t i) {
+  struct ps_item *it = s->map.slot[i].item;
+  s->live--;
   if (it->on_disk) {
     it->state = PS_GONE;
     ps->dirty = true;
     return false;
   }
-  ps_map_remove_at(m, i);
+  pst_remove_at(&s->map, i);
   free(it);
   return true;
 }
@@ -366,8 +227,8 @@ static void ps_prune_nodes(struct peerstore *ps, double now, size_t bound) {
     return;
   }
   size_t n = 0;
-  for (size_t i = 0; i < ps->nodes.cap; i++) {
-    const struct ps_node *node = ps->nodes.slot[i].item;
+  for (size_t i = 0; i < ps->nodes.map.cap; i++) {
+    const struct ps_node *node = ps->nodes.map.slot[i].item;
     if (!node || node->it.state == PS_GONE) continue;
     const struct peer_record *r = &node->rec;
     if (r->anchor || r->ban_until > now) continue;
@@ -383,8 +244,8 @@ static void ps_prune_nodes(struct peerstore *ps, double now, size_t bound) {
   if (ids) {
     for (size_t k = 0; k < drop; k++) memcpy(ids[k], rank[k].rec->node_id, sizeof *ids);
     for (size_t k = 0; k < drop; k++) {
-      size_t i = ps_map_find(&ps->nodes, ids[k], ps_map_hash(&ps->nodes, ids[k]));
-      if (i != PS_NONE) ps_drop(ps, &ps->nodes, i);
+      size_t i = ps_find(&ps->nodes, ids[k]);
+      if (i != PST_NONE) ps_drop(ps, &ps->nodes, i);
     }
     ps->stats.pruned += drop;
     free(ids);
@@ -406,8 +267,8 @@ static int ps_ban_until_cmp(const void *pa, const void *pb) {
 /* Drops expired bans, then the soonest-expiring ones past the bound. */
 static void ps_prune_bans(struct peerstore *ps, double now, size_t bound) {
   /* remove_at may pull a later item into slot i: look at i again */
-  for (size_t i = 0; i < ps->bans.cap;) {
-    const struct ps_ban *b = ps->bans.slot[i].item;
+  for (size_t i = 0; i < ps->bans.map.cap;) {
+    const struct ps_ban *b = ps->bans.map.slot[i].item;
     if (b && b->it.state != PS_GONE && b->until <= now && ps_drop(ps, &ps->bans, i)) continue;
     i++;
   }
@@ -415,8 +276,8 @@ static void ps_prune_bans(struct peerstore *ps, double now, size_t bound) {
   struct ps_ban **v = malloc(ps->bans.live * sizeof *v);
   if (!v) return;
   size_t n = 0;
-  for (size_t i = 0; i < ps->bans.cap; i++) {
-    struct ps_ban *b = ps->bans.slot[i].item;
+  for (size_t i = 0; i < ps->bans.map.cap; i++) {
+    struct ps_ban *b = ps->bans.map.slot[i].item;
     if (b && b->it.state != PS_GONE) v[n++] = b;
   }
   qsort(v, n, sizeof *v, ps_ban_until_cmp);
@@ -424,8 +285,8 @@ static void ps_prune_bans(struct peerstore *ps, double now, size_t bound) {
   if (addrs) {
     for (size_t k = 0; k < n - bound; k++) memcpy(addrs[k], v[k]->addr, sizeof *addrs);
     for (size_t k = 0; k < n - bound; k++) {
-      size_t i = ps_map_find(&ps->bans, addrs[k], ps_map_hash(&ps->bans, addrs[k]));
-      if (i != PS_NONE) ps_drop(ps, &ps->bans, i);
+      size_t i = ps_find(&ps->bans, addrs[k]);
+      if (i != PST_NONE) ps_drop(ps, &ps->bans, i);
     }
     free(addrs);
   }
@@ -446,19 +307,19 @@ static size_t ps_guard(const struct peerstore *ps, size_t live) {
 
 static struct ps_node *ps_node_live(const struct peerstore *ps, const char *id) {
   if (!ps_valid_id(id)) return NULL;
-  size_t i = ps_map_find(&ps->nodes, id, ps_map_hash(&ps->nodes, id));
-  if (i == PS_NONE) return NULL;
-  struct ps_node *n = ps->nodes.slot[i].item;
+  size_t i = ps_find(&ps->nodes, id);
+  if (i == PST_NONE) return NULL;
+  struct ps_node *n = ps->nodes.map.slot[i].item;
   return n->it.state == PS_GONE ? NULL : n;
 }
 
 /* Stores a normalised record as DIRTY. */
 static int ps_node_store(struct peerstore *ps, const struct peer_record *rec) {
-  uint64_t h = ps_map_hash(&ps->nodes, rec->node_id);
-  size_t i = ps_map_find(&ps->nodes, rec->node_id, h);
+  uint64_t h = pst_hash(&ps->nodes.map, rec->node_id);
+  size_t i = pst_find(&ps->nodes.map, rec->node_id, h);
   ps->dirty = true;
-  if (i != PS_NONE) {
-    struct ps_node *n = ps->nodes.slot[i].item;
+  if (i != PST_NONE) {
+    struct ps_node *n = ps->nodes.map.slot[i].item;
     if (n->it.state == PS_GONE) ps->nodes.live++;
     n->rec = *rec;
     n->it.state = PS_DIRTY;
@@ -468,7 +329,7 @@ static int ps_node_store(struct peerstore *ps, const struct peer_record *rec) {
   if (!n) return -1;
   n->rec = *rec;
   n->it.state = PS_DIRTY;
-  if (ps_map_insert(&ps->nodes, n, h) != 0) {
+  if (pst_insert(&ps->nodes.map, n, h) != 0) {
     free(n);
     return -1;
   }
@@ -527,8 +388,8 @@ int peerstore_add_address(struct peerstore *ps, const char *node_id, const char 
 
 int peerstore_forget(struct peerstore *ps, const char *node_id) {
   if (!ps || !node_id || !ps_valid_id(node_id)) return -1;
-  size_t i = ps_map_find(&ps->nodes, node_id, ps_map_hash(&ps->nodes, node_id));
-  if (i == PS_NONE || ps_state(&ps->nodes, i) == PS_GONE) return -1;
+  size_t i = ps_find(&ps->nodes, node_id);
+  if (i == PST_NONE || ps_state(&ps->nodes, i) == PS_GONE) return -1;
   ps_drop(ps, &ps->nodes, i);
   return 0;
 }
@@ -539,16 +400,16 @@ int peerstore_set_anchors(struct peerstore *ps, const char *const *node_ids, int
   if (!ps || n < 0 || (n > 0 && !node_ids)) return -1;
   for (int k = 0; k < n; k++)
     if (!node_ids[k] || !ps_valid_id(node_ids[k])) return -1;
-  for (size_t i = 0; i < ps->nodes.cap; i++) {
-    struct ps_node *node = ps->nodes.slot[i].item;
+  for (size_t i = 0; i < ps->nodes.map.cap; i++) {
+    struct ps_node *node = ps->nodes.map.slot[i].item;
     if (node) node->mark = false;
   }
   for (int k = 0; k < n; k++) {
     struct ps_node *node = ps_node_live(ps, node_ids[k]);
     if (node) node->mark = true;
   }
-  for (size_t i = 0; i < ps->nodes.cap; i++) {
-    struct ps_node *node = ps->nodes.slot[i].item;
+  for (size_t i = 0; i < ps->nodes.map.cap; i++) {
+    struct ps_node *node = ps->nodes.map.slot[i].item;
     if (!node || node->it.state == PS_GONE || node->mark == node->rec.anchor) continue;
     node->rec.anchor = node->mark;
     node->it.state = PS_DIRTY;
@@ -574,8 +435,8 @@ int peerstore_best(const struct peerstore *ps, struct peer_record *out, int max,
   const struct peer_record **v = malloc(ps->nodes.live * sizeof *v);
   if (!v) return 0;
   size_t n = 0;
-  for (size_t i = 0; i < ps->nodes.cap; i++) {
-    const struct ps_node *node = ps->nodes.slot[i].item;
+  for (size_t i = 0; i < ps->nodes.map.cap; i++) {
+    const struct ps_node *node = ps->nodes.map.slot[i].item;
     if (!node || node->it.state == PS_GONE || node->rec.n_addrs == 0) continue;
     if (node->rec.ban_until > now) continue;
     v[n++] = &node->rec;
@@ -590,19 +451,19 @@ int peerstore_best(const struct peerstore *ps, struct peer_record *out, int max,
 void peerstore_each(const struct peerstore *ps, int (*fn)(const struct peer_record *, void *),
                     void *ud) {
   if (!ps || !fn) return;
-  for (size_t i = 0; i < ps->nodes.cap; i++) {
-    const struct ps_node *node = ps->nodes.slot[i].item;
+  for (size_t i = 0; i < ps->nodes.map.cap; i++) {
+    const struct ps_node *node = ps->nodes.map.slot[i].item;
     if (node && node->it.state != PS_GONE && fn(&node->rec, ud) != 0) return;
   }
 }
 
 int peerstore_ban_address(struct peerstore *ps, const char *addr, double until) {
   if (!ps || !addr || !ps_valid_addr(addr) || !ps_valid_time(until) || until == 0) return -1;
-  uint64_t h = ps_map_hash(&ps->bans, addr);
-  size_t i = ps_map_find(&ps->bans, addr, h);
+  uint64_t h = pst_hash(&ps->bans.map, addr);
+  size_t i = pst_find(&ps->bans.map, addr, h);
   ps->dirty = true;
-  if (i != PS_NONE) {
-    struct ps_ban *b = ps->bans.slot[i].item;
+  if (i != PST_NONE) {
+    struct ps_ban *b = ps->bans.map.slot[i].item;
     if (b->it.state == PS_GONE) ps->bans.live++;
     b->until = until;
     b->it.state = PS_DIRTY;
@@ -613,7 +474,7 @@ int peerstore_ban_address(struct peerstore *ps, const char *addr, double until) 
   strcpy(b->addr, addr);
   b->until = until;
   b->it.state = PS_DIRTY;
-  if (ps_map_insert(&ps->bans, b, h) != 0) {
+  if (pst_insert(&ps->bans.map, b, h) != 0) {
     free(b);
     return -1;
   }
@@ -627,17 +488,17 @@ int peerstore_ban_address(struct peerstore *ps, const char *addr, double until) 
 
 int peerstore_unban_address(struct peerstore *ps, const char *addr) {
   if (!ps || !addr || !ps_valid_addr(addr)) return -1;
-  size_t i = ps_map_find(&ps->bans, addr, ps_map_hash(&ps->bans, addr));
-  if (i == PS_NONE || ps_state(&ps->bans, i) == PS_GONE) return -1;
+  size_t i = ps_find(&ps->bans, addr);
+  if (i == PST_NONE || ps_state(&ps->bans, i) == PS_GONE) return -1;
   ps_drop(ps, &ps->bans, i);
   return 0;
 }
 
 double peerstore_address_banned(const struct peerstore *ps, const char *addr, double now) {
   if (!ps || !addr || !ps_valid_addr(addr)) return 0;
-  size_t i = ps_map_find(&ps->bans, addr, ps_map_hash(&ps->bans, addr));
-  if (i == PS_NONE) return 0;
-  const struct ps_ban *b = ps->bans.slot[i].item;
+  size_t i = ps_find(&ps->bans, addr);
+  if (i == PST_NONE) return 0;
+  const struct ps_ban *b = ps->bans.map.slot[i].item;
   return b->it.state != PS_GONE && b->until > now ? b->until : 0;
 }
 
@@ -647,13 +508,62 @@ void peerstore_get_stats(const struct peerstore *ps, struct peerstore_stats *out
   else memset(out, 0, sizeof *out);
 }
 
-/* ---- flush -------------------------------------------------------------- */
+/* ---- records and rows --------------------------------------------------- */
 
-static int ps_step(sqlite3_stmt *st) {
-  int rc = sqlite3_step(st);
-  sqlite3_reset(st);
-  sqlite3_clear_bindings(st);
-  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+/* Turns a stored row into a record; returns -1 if it cannot be one, 1 if it
+ * had to be repaired (so it gets rewritten), 0 if it was fine. */
+static int ps_row_to_record(const struct psdb_row *row, struct peer_record *r) {
+  memset(r, 0, sizeof *r);
+  const char *id = row->node_id;
+  if (!id || row->node_id_len != PEERSTORE_ID_LEN || !ps_valid_id(id)) return -1;
+  memcpy(r->node_id, id, PEERSTORE_ID_LEN);
+  int repaired = 0;
+  if (row->has_pubkey) {
+    if (row->pubkey_len == sizeof r->pubkey) {
+      memcpy(r->pubkey, row->pubkey, sizeof r->pubkey);
+      r->has_pubkey = true;
+    } else {
+      repaired = 1;
+    }
+  }
+  const char *list = row->addrs;
+  while (list && *list) {
+    size_t n = strcspn(list, " ");
+    if (n > 0 && n < PEERSTORE_ADDR_LEN && r->n_addrs < PEERSTORE_MAX_ADDRS) {
+      char *a = r->addrs[r->n_addrs];
+      memcpy(a, list, n);
+      if (ps_valid_addr(a)) r->n_addrs++;
+      else memset(a, 0, PEERSTORE_ADDR_LEN), repaired = 1;
+    } else if (n > 0) {
+      repaired = 1;
+    }
+    list += n;
+    list += strspn(list, " ");
+  }
+  double *times[] = {&r->first_seen, &r->last_seen, &r->last_connected, &r->ban_until};
+  const double stored[] = {row->first_seen, row->last_seen, row->last_connected, row->ban_until};
+  for (int i = 0; i < 4; i++) {
+    *times[i] = stored[i];
+    if (!ps_valid_time(*times[i])) *times[i] = 0, repaired = 1;
+  }
+  r->failures = row->failures < 0 ? 0 : row->failures > INT_MAX ? INT_MAX : (int)row->failures;
+  if (r->failures != row->failures) repaired = 1;
+  const char *src = row->source;
+  if (src && strlen(src) < sizeof r->source) strcpy(r->source, src);
+  if (!ps_valid_source(r->source)) memset(r->source, 0, sizeof r->source), repaired = 1;
+  r->is_validator = row->is_validator;
+  r->score = row->score;
+  if (!isfinite(r->score)) r->score = 0, repaired = 1;
+  r->anchor = row->anchor;
+  /* a state that does not fit, or holds a NUL, cannot come back as it was */
+  const char *state = row->score_state ? row->score_state : "";
+  if (row->score_state_len < sizeof r->score_state && strlen(state) == row->score_state_len)
+    strcpy(r->score_state, state);
+  else
+    repaired = 1;
+  if (!ps_valid_state(r->score_state))
+    memset(r->score_state, 0, sizeof r->score_state), repaired = 1;
+  return repaired;
 }
 
 static int ps_write_node(struct peerstore *ps, const struct peer_record *r) {
@@ -662,68 +572,72 @@ static int ps_write_node(struct peerstore *ps, const struct peer_record *r) {
   addrs[0] = '\0';
   for (int i = 0; i < r->n_addrs; i++)
     len += (size_t)snprintf(addrs + len, sizeof addrs - len, "%s%s", i ? " " : "", r->addrs[i]);
-  sqlite3_stmt *st = ps->put_node;
-  sqlite3_bind_text(st, 1, r->node_id, -1, SQLITE_STATIC);
-  if (r->has_pubkey) sqlite3_bind_blob(st, 2, r->pubkey, (int)sizeof r->pubkey, SQLITE_STATIC);
-  else sqlite3_bind_null(st, 2);
-  sqlite3_bind_text(st, 3, addrs, (int)len, SQLITE_STATIC);
-  sqlite3_bind_double(st, 4, r->first_seen);
-  sqlite3_bind_double(st, 5, r->last_seen);
-  sqlite3_bind_double(st, 6, r->last_connected);
-  sqlite3_bind_int(st, 7, r->failures);
-  sqlite3_bind_text(st, 8, r->source, -1, SQLITE_STATIC);
-  sqlite3_bind_int(st, 9, r->is_validator);
-  sqlite3_bind_double(st, 10, r->score);
-  sqlite3_bind_double(st, 11, r->ban_until);
-  sqlite3_bind_int(st, 12, r->anchor);
-  return ps_step(st);
+  const struct psdb_row row = {
+      .node_id = r->node_id,
+      .node_id_len = PEERSTORE_ID_LEN,
+      .has_pubkey = r->has_pubkey,
+      .pubkey = r->pubkey,
+      .pubkey_len = sizeof r->pubkey,
+      .addrs = addrs,
+      .first_seen = r->first_seen,
+      .last_seen = r->last_seen,
+      .last_connected = r->last_connected,
+      .failures = r->failures,
+      .source = r->source,
+      .is_validator = r->is_validator,
+      .score = r->score,
+      .ban_until = r->ban_until,
+      .anchor = r->anchor,
+      .score_state = r->score_state,
+      .score_state_len = strlen(r->score_state),
+  };
+  return psdb_put_node(ps->db, &row);
 }
 
+/* ---- flush -------------------------------------------------------------- */
+
 static int ps_write_all(struct peerstore *ps, unsigned long *written, unsigned long *deleted) {
-  int rc = SQLITE_OK;
-  for (size_t i = 0; i < ps->nodes.cap && rc == SQLITE_OK; i++) {
-    const struct ps_node *n = ps->nodes.slot[i].item;
+  int rc = 0;
+  for (size_t i = 0; i < ps->nodes.map.cap && rc == 0; i++) {
+    const struct ps_node *n = ps->nodes.map.slot[i].item;
     if (!n || n->it.state == PS_CLEAN) continue;
     if (n->it.state == PS_DIRTY) {
       rc = ps_write_node(ps, &n->rec);
       ++*written;
     } else {
-      sqlite3_bind_text(ps->del_node, 1, n->rec.node_id, -1, SQLITE_STATIC);
-      rc = ps_step(ps->del_node);
+      rc = psdb_del_node(ps->db, n->rec.node_id);
       ++*deleted;
     }
   }
-  for (size_t i = 0; i < ps->bans.cap && rc == SQLITE_OK; i++) {
-    const struct ps_ban *b = ps->bans.slot[i].item;
+  for (size_t i = 0; i < ps->bans.map.cap && rc == 0; i++) {
+    const struct ps_ban *b = ps->bans.map.slot[i].item;
     if (!b || b->it.state == PS_CLEAN) continue;
-    sqlite3_stmt *st = b->it.state == PS_DIRTY ? ps->put_ban : ps->del_ban;
-    sqlite3_bind_text(st, 1, b->addr, -1, SQLITE_STATIC);
     if (b->it.state == PS_DIRTY) {
-      sqlite3_bind_double(st, 2, b->until);
+      rc = psdb_put_ban(ps->db, b->addr, b->until);
       ++*written;
     } else {
+      rc = psdb_del_ban(ps->db, b->addr);
       ++*deleted;
     }
-    rc = ps_step(st);
   }
   return rc;
 }
 
-static size_t ps_pending(const struct ps_map *m) {
+static size_t ps_pending(const struct ps_set *s) {
   size_t n = 0;
-  for (size_t i = 0; i < m->cap; i++)
-    if (m->slot[i].item && ((const struct ps_item *)m->slot[i].item)->state != PS_CLEAN) n++;
+  for (size_t i = 0; i < s->map.cap; i++)
+    if (s->map.slot[i].item && ps_state(s, i) != PS_CLEAN) n++;
   return n;
 }
 
 /* After a commit: DIRTY becomes CLEAN, GONE is freed. remove_at may pull a
  * later item into slot i (or wrap one to the end), so slot i is looked at
  * again; marking CLEAN twice is harmless. */
-static void ps_settle(struct ps_map *m) {
-  for (size_t i = 0; i < m->cap;) {
-    struct ps_item *it = m->slot[i].item;
+static void ps_settle(struct ps_set *s) {
+  for (size_t i = 0; i < s->map.cap;) {
+    struct ps_item *it = s->map.slot[i].item;
     if (it && it->state == PS_GONE) {
-      ps_map_remove_at(m, i);
+      pst_remove_at(&s->map, i);
       free(it);
       continue;
     }
@@ -745,13 +659,12 @@ int peerstore_flush(struct peerstore *ps) {
   if (!ps->dirty) return 0;
 
   unsigned long written = 0, deleted = 0;
-  int rc = sqlite3_exec(ps->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = ps_write_all(ps, &written, &deleted);
-  if (rc == SQLITE_OK) rc = sqlite3_exec(ps->db, "COMMIT", NULL, NULL, NULL);
-  if (rc != SQLITE_OK) {
+  int rc = psdb_begin(ps->db);
+  if (rc == 0) rc = ps_write_all(ps, &written, &deleted);
+  if (rc == 0) rc = psdb_commit(ps->db);
+  if (rc != 0) {
     char msg[256];
-    snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(ps->db));
-    if (!sqlite3_get_autocommit(ps->db)) sqlite3_exec(ps->db, "ROLLBACK", NULL, NULL, NULL);
+    psdb_abort(ps->db, msg, sizeof msg);
     ps->stats.flush_failures++;
     log_at(LV_ERROR, "peerstore_flush_failed", "path=%s err=%s pending=%zu hint=%s", ps->path,
            msg, ps_pending(&ps->nodes) + ps_pending(&ps->bans),
@@ -769,247 +682,58 @@ int peerstore_flush(struct peerstore *ps) {
 
 /* ---- open / close ------------------------------------------------------- */
 
-static int ps_on_commit(void *ud) {
-  ((struct peerstore *)ud)->stats.commits++;
-  return 0; /* let it commit */
-}
+struct ps_loading {
+  struct peerstore *ps;
+  size_t skipped; /* rows that cannot be records */
+};
 
-static int ps_query_int(sqlite3 *db, const char *sql, long long *out) {
-  sqlite3_stmt *st;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-  if (rc != SQLITE_OK) return rc;
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) {
-    *out = sqlite3_column_int64(st, 0);
-    rc = SQLITE_OK;
-  } else if (rc == SQLITE_DONE) {
-    rc = SQLITE_ERROR;
+static int ps_load_node(void *ud, const struct psdb_row *row) {
+  struct ps_loading *l = ud;
+  struct peerstore *ps = l->ps;
+  struct peer_record r;
+  int how = ps_row_to_record(row, &r);
+  if (how < 0) {
+    l->skipped++;
+    return 0;
   }
-  sqlite3_finalize(st);
-  return rc;
-}
-
-/* Fills err with "<path>: <what>" and returns -1. */
-static int ps_fail(char *err, size_t errcap, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int ps_fail(char *err, size_t errcap, const char *path, const char *fmt, ...) {
-  if (!err || errcap == 0) return -1;
-  int n = snprintf(err, errcap, "%s: ", path);
-  if (n >= 0 && (size_t)n < errcap) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, errcap - (size_t)n, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
-/* Refuses anything but an empty database or one of ours, before touching it. */
-static int ps_check_or_create(struct peerstore *ps, char *err, size_t errcap) {
-  sqlite3 *db = ps->db;
-  const char *path = ps->path;
-  long long appid = 0, version = 0, objects = 0;
-  int rc = ps_query_int(db, "PRAGMA application_id", &appid);
-  if (rc == SQLITE_OK) rc = ps_query_int(db, "PRAGMA user_version", &version);
-  if (rc == SQLITE_OK) rc = ps_query_int(db, "SELECT count(*) FROM sqlite_master", &objects);
-  if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
-    return ps_fail(err, errcap, path, "not a bt2c peer store (%s)", sqlite3_errmsg(db));
-  if (rc != SQLITE_OK) return ps_fail(err, errcap, path, "%s", sqlite3_errmsg(db));
-
-  if (appid == 0 && objects > 0)
-    return ps_fail(err, errcap, path,
-                   "not a bt2c peer store (a sqlite database with %lld other objects)", objects);
-  if (appid != 0 && appid != PS_APPLICATION_ID)
-    return ps_fail(err, errcap, path, "not a bt2c peer store (application_id 0x%08llx)",
-                   (unsigned long long)appid & 0xffffffffULL);
-  if (appid == PS_APPLICATION_ID && version > PS_SCHEMA_VERSION)
-    return ps_fail(err, errcap, path,
-                   "peer store schema version %lld is newer than this bt2cd reads (%d); "
-                   "upgrade bt2cd or move the file away",
-                   version, PS_SCHEMA_VERSION);
-  if (appid == PS_APPLICATION_ID && version < 1)
-    return ps_fail(err, errcap, path, "not a bt2c peer store (schema version %lld)", version);
-
-  /* journal_mode answers with the mode it ended up in (":memory:" stays "memory") */
-  sqlite3_stmt *st;
-  if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) == SQLITE_OK) {
-    if (sqlite3_step(st) == SQLITE_ROW) {
-      const char *mode = (const char *)sqlite3_column_text(st, 0);
-      if (!mode || strcmp(mode, "wal") != 0)
-        log_at(LV_WARN, "peerstore_no_wal", "path=%s journal_mode=%s", path, mode ? mode : "?");
-    }
-    sqlite3_finalize(st);
-  }
-  if (sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK)
-    return ps_fail(err, errcap, path, "%s", sqlite3_errmsg(db));
-  if (appid == PS_APPLICATION_ID) return 0;
-
-  /* Empty: create, unless another process did so while we looked. */
-  rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = ps_query_int(db, "PRAGMA application_id", &appid);
-  if (rc == SQLITE_OK && appid == 0) {
-    char mark[96];
-    snprintf(mark, sizeof mark, "PRAGMA application_id = %d; PRAGMA user_version = %d;",
-             PS_APPLICATION_ID, PS_SCHEMA_VERSION);
-    rc = sqlite3_exec(db, ps_schema, NULL, NULL, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(db, mark, NULL, NULL, NULL);
-  }
-  if (rc == SQLITE_OK) rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-  if (rc != SQLITE_OK) {
-    ps_fail(err, errcap, path, "cannot create the peer store: %s", sqlite3_errmsg(db));
-    if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  struct ps_node *n = calloc(1, sizeof *n);
+  if (!n) return -1;
+  n->rec = r;
+  n->it.on_disk = true;
+  n->it.state = how ? PS_DIRTY : PS_CLEAN;
+  ps->dirty |= how != 0;
+  if (pst_insert(&ps->nodes.map, n, pst_hash(&ps->nodes.map, r.node_id)) != 0) {
+    free(n);
     return -1;
   }
-  if (appid != 0 && appid != PS_APPLICATION_ID)
-    return ps_fail(err, errcap, path, "not a bt2c peer store (application_id 0x%08llx)",
-                   (unsigned long long)appid & 0xffffffffULL);
+  ps->nodes.live++;
   return 0;
 }
 
-static int ps_prepare(struct peerstore *ps, char *err, size_t errcap) {
-  static const struct {
-    size_t off;
-    const char *sql;
-  } stmts[] = {
-      {offsetof(struct peerstore, put_node),
-       "INSERT OR REPLACE INTO nodes (" PS_NODE_COLUMNS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"},
-      {offsetof(struct peerstore, del_node), "DELETE FROM nodes WHERE node_id = ?"},
-      {offsetof(struct peerstore, put_ban),
-       "INSERT OR REPLACE INTO address_bans (addr, until) VALUES (?, ?)"},
-      {offsetof(struct peerstore, del_ban), "DELETE FROM address_bans WHERE addr = ?"},
-  };
-  for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
-    sqlite3_stmt **st = (sqlite3_stmt **)((char *)ps + stmts[i].off);
-    if (sqlite3_prepare_v3(ps->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) !=
-        SQLITE_OK)
-      return ps_fail(err, errcap, ps->path, "not a bt2c peer store (%s)", sqlite3_errmsg(ps->db));
+static int ps_load_ban(void *ud, const char *addr, double until) {
+  struct ps_loading *l = ud;
+  struct peerstore *ps = l->ps;
+  if (!addr || !ps_valid_addr(addr) || !ps_valid_time(until)) {
+    l->skipped++;
+    return 0;
   }
-  return 0;
-}
-
-/* Turns a stored row into a record; returns -1 if it cannot be one, 1 if it
- * had to be repaired (so it gets rewritten), 0 if it was fine. */
-static int ps_row_to_record(sqlite3_stmt *st, struct peer_record *r) {
-  memset(r, 0, sizeof *r);
-  const char *id = (const char *)sqlite3_column_text(st, 0);
-  if (!id || sqlite3_column_bytes(st, 0) != PEERSTORE_ID_LEN || !ps_valid_id(id)) return -1;
-  memcpy(r->node_id, id, PEERSTORE_ID_LEN);
-  int repaired = 0;
-  if (sqlite3_column_type(st, 1) != SQLITE_NULL) {
-    if (sqlite3_column_bytes(st, 1) == (int)sizeof r->pubkey) {
-      memcpy(r->pubkey, sqlite3_column_blob(st, 1), sizeof r->pubkey);
-      r->has_pubkey = true;
-    } else {
-      repaired = 1;
-    }
+  struct ps_ban *b = calloc(1, sizeof *b);
+  if (!b) return -1;
+  strcpy(b->addr, addr);
+  b->until = until;
+  b->it.on_disk = true;
+  if (pst_insert(&ps->bans.map, b, pst_hash(&ps->bans.map, addr)) != 0) {
+    free(b);
+    return -1;
   }
-  const char *list = (const char *)sqlite3_column_text(st, 2);
-  while (list && *list) {
-    size_t n = strcspn(list, " ");
-    if (n > 0 && n < PEERSTORE_ADDR_LEN && r->n_addrs < PEERSTORE_MAX_ADDRS) {
-      char *a = r->addrs[r->n_addrs];
-      memcpy(a, list, n);
-      if (ps_valid_addr(a)) r->n_addrs++;
-      else memset(a, 0, PEERSTORE_ADDR_LEN), repaired = 1;
-    } else if (n > 0) {
-      repaired = 1;
-    }
-    list += n;
-    list += strspn(list, " ");
-  }
-  double *times[] = {&r->first_seen, &r->last_seen, &r->last_connected, &r->ban_until};
-  int cols[] = {3, 4, 5, 10};
-  for (int i = 0; i < 4; i++) {
-    *times[i] = sqlite3_column_double(st, cols[i]);
-    if (!ps_valid_time(*times[i])) *times[i] = 0, repaired = 1;
-  }
-  long long failures = sqlite3_column_int64(st, 6);
-  r->failures = failures < 0 ? 0 : failures > INT_MAX ? INT_MAX : (int)failures;
-  if (r->failures != failures) repaired = 1;
-  const char *src = (const char *)sqlite3_column_text(st, 7);
-  if (src && strlen(src) < sizeof r->source) strcpy(r->source, src);
-  if (!ps_valid_source(r->source)) memset(r->source, 0, sizeof r->source), repaired = 1;
-  r->is_validator = sqlite3_column_int(st, 8) != 0;
-  r->score = sqlite3_column_double(st, 9);
-  if (!isfinite(r->score)) r->score = 0, repaired = 1;
-  r->anchor = sqlite3_column_int(st, 11) != 0;
-  return repaired;
-}
-
-static int ps_load(struct peerstore *ps, char *err, size_t errcap) {
-  sqlite3_stmt *st;
-  size_t skipped = 0;
-  int rc = sqlite3_prepare_v2(ps->db, "SELECT " PS_NODE_COLUMNS " FROM nodes", -1, &st, NULL);
-  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-    struct peer_record r;
-    int how = ps_row_to_record(st, &r);
-    struct ps_node *n = how < 0 ? NULL : calloc(1, sizeof *n);
-    rc = SQLITE_OK;
-    if (how < 0) {
-      skipped++;
-      continue;
-    }
-    if (!n) {
-      rc = SQLITE_NOMEM;
-      break;
-    }
-    n->rec = r;
-    n->it.on_disk = true;
-    n->it.state = how ? PS_DIRTY : PS_CLEAN;
-    ps->dirty |= how != 0;
-    if (ps_map_insert(&ps->nodes, n, ps_map_hash(&ps->nodes, r.node_id)) != 0) {
-      free(n);
-      rc = SQLITE_NOMEM;
-      break;
-    }
-    ps->nodes.live++;
-  }
-  sqlite3_finalize(st);
-  st = NULL;
-  if (rc == SQLITE_DONE)
-    rc = sqlite3_prepare_v2(ps->db, "SELECT addr, until FROM address_bans", -1, &st, NULL);
-  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-    const char *addr = (const char *)sqlite3_column_text(st, 0);
-    double until = sqlite3_column_double(st, 1);
-    rc = SQLITE_OK;
-    if (!addr || !ps_valid_addr(addr) || !ps_valid_time(until)) {
-      skipped++;
-      continue;
-    }
-    struct ps_ban *b = calloc(1, sizeof *b);
-    if (!b) {
-      rc = SQLITE_NOMEM;
-      break;
-    }
-    strcpy(b->addr, addr);
-    b->until = until;
-    b->it.on_disk = true;
-    if (ps_map_insert(&ps->bans, b, ps_map_hash(&ps->bans, addr)) != 0) {
-      free(b);
-      rc = SQLITE_NOMEM;
-      break;
-    }
-    ps->bans.live++;
-  }
-  sqlite3_finalize(st);
-  if (rc != SQLITE_DONE) {
-    if (rc == SQLITE_NOMEM) return ps_fail(err, errcap, ps->path, "out of memory loading");
-    return ps_fail(err, errcap, ps->path, "%s", sqlite3_errmsg(ps->db));
-  }
-  if (skipped)
-    log_at(LV_WARN, "peerstore_bad_rows", "path=%s skipped=%zu hint=%s", ps->path, skipped,
-           "rows with an invalid node id or address were ignored");
+  ps->bans.live++;
   return 0;
 }
 
 static void ps_free(struct peerstore *ps) {
-  sqlite3_finalize(ps->put_node);
-  sqlite3_finalize(ps->del_node);
-  sqlite3_finalize(ps->put_ban);
-  sqlite3_finalize(ps->del_ban);
-  if (ps->db) sqlite3_close(ps->db);
-  ps_map_free(&ps->nodes);
-  ps_map_free(&ps->bans);
+  psdb_close(ps->db);
+  pst_free(&ps->nodes.map);
+  pst_free(&ps->bans.map);
   free(ps->path);
   free(ps);
 }
@@ -1021,14 +745,15 @@ struct peerstore *peerstore_open(const char *path, int max_entries, char *err, s
     return NULL;
   }
   if (max_entries < 0) {
-    ps_fail(err, errcap, path, "max_entries must be >= 0 (0 means %d), not %d", PS_DEFAULT_MAX,
-            max_entries);
+    if (err && errcap)
+      snprintf(err, errcap, "%s: max_entries must be >= 0 (0 means %d), not %d", path,
+               PS_DEFAULT_MAX, max_entries);
     return NULL;
   }
   struct peerstore *ps = calloc(1, sizeof *ps);
   if (!ps || !(ps->path = strdup(path))) {
     free(ps);
-    ps_fail(err, errcap, path, "out of memory");
+    if (err && errcap) snprintf(err, errcap, "%s: out of memory", path);
     return NULL;
   }
   ps->max_entries = max_entries ? max_entries : PS_DEFAULT_MAX;
@@ -1039,21 +764,18 @@ struct peerstore *peerstore_open(const char *path, int max_entries, char *err, s
     key[0] = (uint64_t)(uintptr_t)ps ^ (uint64_t)getpid();
     key[1] = (uint64_t)(ps_wall_now() * 1e9);
   }
-  if (ps_map_init(&ps->nodes, (size_t)ps->max_entries, ps_node_key, key[0], key[1]) != 0 ||
-      ps_map_init(&ps->bans, 64, ps_ban_key, key[0], key[1]) != 0) {
-    ps_fail(err, errcap, path, "out of memory");
+  struct ps_loading loading = {ps, 0};
+  if (pst_init(&ps->nodes.map, (size_t)ps->max_entries, ps_node_key, key[0], key[1]) != 0 ||
+      pst_init(&ps->bans.map, 64, ps_ban_key, key[0], key[1]) != 0) {
+    if (err && errcap) snprintf(err, errcap, "%s: out of memory", path);
     goto fail;
   }
-  int rc = sqlite3_open_v2(path, &ps->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-  if (rc != SQLITE_OK) {
-    ps_fail(err, errcap, path, "%s", ps->db ? sqlite3_errmsg(ps->db) : sqlite3_errstr(rc));
+  if (!(ps->db = psdb_open(path, &ps->stats.commits, err, errcap)) ||
+      psdb_load(ps->db, ps_load_node, ps_load_ban, &loading, err, errcap) != 0)
     goto fail;
-  }
-  sqlite3_busy_timeout(ps->db, PS_BUSY_MS);
-  sqlite3_commit_hook(ps->db, ps_on_commit, ps);
-  if (ps_check_or_create(ps, err, errcap) != 0 || ps_prepare(ps, err, errcap) != 0 ||
-      ps_load(ps, err, errcap) != 0)
-    goto fail;
+  if (loading.skipped)
+    log_at(LV_WARN, "peerstore_bad_rows", "path=%s skipped=%zu hint=%s", path, loading.skipped,
+           "rows with an invalid node id or address were ignored");
   log_at(LV_DEBUG, "peerstore_opened", "path=%s nodes=%zu bans=%zu max=%d", path,
          ps->nodes.live, ps->bans.live, ps->max_entries);
   return ps;

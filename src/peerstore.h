@@ -2,8 +2,9 @@
  *
  * Every known node: id, public key, addresses, when it was first/last seen
  * and last connected, consecutive dial failures, where we heard of it,
- * validator flag, score, ban expiry, and whether it was one of our outbound
- * peers at the last flush (an anchor, redialled first after a restart).
+ * validator flag, score, ban expiry, whether it was one of our outbound
+ * peers at the last flush (an anchor, redialled first after a restart), and
+ * the scoring module's own state for it (opaque text, kept as given).
  * Address bans are kept separately, so a banned node cannot come back under
  * a new key from the same address.
  *
@@ -25,6 +26,7 @@
 #define PEERSTORE_ID_LEN 40    /* hex node id */
 #define PEERSTORE_MAX_ADDRS 4  /* addresses kept per node */
 #define PEERSTORE_ADDR_LEN 128 /* "ws://[v6]:port" and the like, NUL included */
+#define PEERSTORE_STATE_LEN 512 /* score_state, NUL included */
 
 struct peer_record {
   char node_id[PEERSTORE_ID_LEN + 1];
@@ -39,12 +41,17 @@ struct peer_record {
   double score;
   double ban_until; /* unix seconds; 0 = not banned */
   bool anchor;
+  /* The scoring module's (compact JSON): the store only requires a NUL
+   * within PEERSTORE_STATE_LEN and no byte below 0x20; "" = none. */
+  char score_state[PEERSTORE_STATE_LEN];
 };
 
 struct peerstore;
 
-/* Opens (creating if needed) the database at path. max_entries bounds the
- * node table (0: default 10000). Returns NULL with a message in err. */
+/* Opens (creating if needed) the database at path; a file from an older
+ * bt2cd is upgraded in place first, in one transaction, keeping every row
+ * (a newer one is refused). max_entries bounds the node table (0: default
+ * 10000). Returns NULL with a message in err. */
 struct peerstore *peerstore_open(const char *path, int max_entries, char *err, size_t errcap);
 /* Flushes, then closes. */
 void peerstore_close(struct peerstore *ps);

@@ -17,11 +17,22 @@
 /* Packs stop growing past this; a single larger message goes alone. */
 #define PACK_BYTES (64u << 10)
 /* Accepted connections that have not upgraded yet, beyond which new TCP
- * connections are refused at accept (slow or idle clients hold them). */
-#define MAX_PENDING_FLOOR 64
+ * connections are refused at accept (slow or idle clients hold them, for at
+ * most connectionTimeout). */
+#define MAX_PENDING_FLOOR 256
 
-/* Marks a wsi that was accepted but has not upgraded (no peer yet). */
-static char pending_marker;
+/* An accepted connection that has not upgraded yet (no peer). */
+#define PENDING_MAGIC 0x70656e64u /* "pend" */
+struct pending {
+  uint32_t magic;
+  char remote[64];
+  double accepted;
+};
+
+static struct pending *pending_of(void *opaque) {
+  struct pending *q = opaque;
+  return (q && q->magic == PENDING_MAGIC) ? q : NULL;
+}
 
 /* lws times connections in whole seconds: round connectionTimeout up. */
 static int timeout_secs(const struct transport *t) {
@@ -125,7 +136,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     size_t len) {
   struct transport *t = lws_get_vhost(wsi) ? transport_of(wsi) : NULL;
   void *opaque = lws_get_opaque_user_data(wsi);
-  struct peer *p = (opaque && opaque != &pending_marker) ? opaque : NULL;
+  struct pending *pend = pending_of(opaque);
+  struct peer *p = (opaque && ((struct peer *)opaque)->magic == PEER_MAGIC) ? opaque : NULL;
   char remote[64];
 
   switch (reason) {
@@ -135,7 +147,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       unsigned max_pending = (unsigned)t->conf->maxInbound * 2;
       if (max_pending < MAX_PENDING_FLOOR) max_pending = MAX_PENDING_FLOOR;
       if (t->pending >= max_pending) {
-        log_at(LV_DEBUG, "inbound_refused", "remote=%s why=%s", remote, "too many pending");
+        log_limited(&t->refused_limit, LV_WARN, "inbound_refused", "remote=%s why=%s", remote,
+                    "too many connections waiting for their WebSocket upgrade");
         return 1;
       }
       char ip[64];
@@ -147,8 +160,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
       /* lws says this for our own dials too; those already carry their peer */
       if (t == NULL || opaque != NULL) return 0;
+      pend = calloc(1, sizeof *pend);
+      if (pend == NULL) return -1;
+      pend->magic = PENDING_MAGIC;
+      pend->accepted = log_monotonic();
+      remote_of(wsi, pend->remote, sizeof pend->remote);
       t->pending++;
-      lws_set_opaque_user_data(wsi, &pending_marker);
+      lws_set_opaque_user_data(wsi, pend);
       lws_set_timeout(wsi, PENDING_TIMEOUT_USER_REASON_BASE + 1, timeout_secs(t));
       return 0;
     case LWS_CALLBACK_HTTP:
@@ -166,7 +184,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       return 0;
     }
     case LWS_CALLBACK_ESTABLISHED:
-      if (opaque == &pending_marker) t->pending--;
+      if (pend) {
+        t->pending--;
+        free(pend);
+      }
       lws_set_opaque_user_data(wsi, NULL);
       lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
       remote_of(wsi, remote, sizeof remote);
@@ -215,7 +236,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       }
       return 0;
     case LWS_CALLBACK_WSI_DESTROY:
-      if (opaque == &pending_marker && t) t->pending--;
+      if (pend) { /* never upgraded: garbage, plain HTTP, idle or too slow */
+        if (t) {
+          t->pending--;
+          log_limited(&t->closed_limit, LV_INFO, "connection_closed",
+                      "remote=%s stage=upgrade after_s=%.2f why=%s", pend->remote,
+                      log_monotonic() - pend->accepted,
+                      "no WebSocket upgrade to bt2c.v1 within connectionTimeout, or not HTTP");
+        }
+        lws_set_opaque_user_data(wsi, NULL);
+        free(pend);
+      }
       if (p) { /* closed without a close callback (e.g. context teardown) */
         lws_set_opaque_user_data(wsi, NULL);
         p->wsi = NULL;
@@ -235,6 +266,7 @@ static const struct lws_protocols protocols[] = {
 int transport_start(struct transport *t, struct loop *l, const struct conf *c,
                     struct netmgr *nm) {
   memset(t, 0, sizeof *t);
+  t->refused_limit.burst = t->closed_limit.burst = 20; /* they come in bursts */
   t->loop = l;
   t->conf = c;
   t->nm = nm;
@@ -245,6 +277,8 @@ int transport_start(struct transport *t, struct loop *l, const struct conf *c,
   info.iface = (c->host && strcmp(c->host, "0.0.0.0") != 0) ? c->host : NULL;
   info.protocols = protocols;
   info.user = t;
+  /* lws times the wait for the upgrade request itself; make it ours */
+  info.timeout_secs_ah_idle = (unsigned)timeout_secs(t);
   if (c->host && strchr(c->host, ':') == NULL) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
   if (c->tls.cert && c->tls.key) {
     info.ssl_cert_filepath = c->tls.cert;

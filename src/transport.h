@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "conf.h"
+#include "log.h"
 #include "loop.h"
 
 struct peer;
@@ -30,6 +31,7 @@ struct transport {
   const struct conf *conf;
   int listen_port; /* the port actually bound (0: not listening) */
   unsigned pending; /* accepted connections not yet upgraded */
+  struct log_limit refused_limit, closed_limit;
   uint8_t *txbuf;   /* LWS_PRE + one packed message */
   size_t txcap;
   bool tls;

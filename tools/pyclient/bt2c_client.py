@@ -406,13 +406,15 @@ class Client:
                  metadata: Optional[dict] = None, height: int = 0,
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  handshake_timeout: float = 5.0, connect_timeout: float = 10.0,
-                 on_message: Optional[Callable[[Envelope], None]] = None):
+                 on_message: Optional[Callable[[Envelope], None]] = None,
+                 local_addr: Optional[tuple] = None):
         self.url, self.network_id = url, network_id
         self.identity = identity or Identity()
         self.listen_port, self.metadata, self.height = listen_port, metadata, height
         self.max_message_size = max_message_size
         self.handshake_timeout, self.connect_timeout = handshake_timeout, connect_timeout
         self.on_message = on_message
+        self.local_addr = local_addr  # (host, port) to dial from, e.g. ("127.0.3.1", 0)
         self.ws = None
         self.peer: Optional[PeerHello] = None
         self.established = False
@@ -426,9 +428,10 @@ class Client:
         """The WebSocket upgrade only (§1)."""
         import websockets  # imported here so the codec works without it
 
+        extra = {"local_addr": self.local_addr} if self.local_addr else {}
         self.ws = await websockets.connect(
             self.url, subprotocols=[SUBPROTOCOL], max_size=self.max_message_size,
-            open_timeout=self.connect_timeout, compression=None, ping_interval=None)
+            open_timeout=self.connect_timeout, compression=None, ping_interval=None, **extra)
         if self.ws.subprotocol != SUBPROTOCOL:
             await self.ws.close(CLOSE_PROTOCOL_ERROR, "subprotocol bt2c.v1 not selected")
             raise ConnectionClosedError(None, "listener did not select bt2c.v1")

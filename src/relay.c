@@ -1,0 +1,341 @@
+/* relay: see relay.h. */
+#include "relay.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "json.h"
+#include "log.h"
+#include "netmgr.h"
+#include "peer.h"
+#include "policy.h"
+#include "scoring.h"
+
+/* SELECTIVE with no peer at the threshold falls back to this many of the
+ * best eligible peers (not below neutral), so a young network propagates. */
+#define SELECTIVE_FALLBACK 3
+#define MODES_REFRESH_SECONDS 10.0
+#define DIRECT_TIMEOUT_SECONDS 5.0
+
+static const char *const drop_names[DROP_COUNT] = {"hops",    "bad_id",     "bad_json",
+                                                   "no_target", "not_relayable", "queue"};
+
+const char *relay_drop_name(enum relay_drop d) {
+  return (unsigned)d < DROP_COUNT ? drop_names[d] : "?";
+}
+
+static bool relayable(int type) {
+  return type == MSG_BLOCK || type == MSG_TRANSACTION || type == MSG_CONSENSUS_VOTE ||
+         type == MSG_CONSENSUS_PROPOSAL || type == MSG_VALIDATOR_SET;
+}
+
+int relay_init(struct relay *r, struct netmgr *nm, const struct conf *c) {
+  memset(r, 0, sizeof *r);
+  r->nm = nm;
+  r->conf = c;
+  return seen_init(&r->seen, c->messageRelay.seenCacheSize,
+                   c->messageRelay.messageExpiration / 1000.0);
+}
+
+void relay_free(struct relay *r) { seen_free(&r->seen); }
+
+void relay_invalidate_modes(struct relay *r) { r->modes_valid = false; }
+
+static void refresh_modes(struct relay *r) {
+  struct netmgr *nm = r->nm;
+  struct policy_scoring_params sp;
+  policy_scoring_params(nm->policy, &sp);
+  struct policy_relay_situation sit = {0};
+  for (struct peer *p = nm->peers; p; p = p->next) {
+    if (!p->counted) continue;
+    sit.peers++;
+    if (netmgr_is_validator(nm, p)) sit.validators++;
+    if (p->score && p->score->total >= sp.trusted) sit.trusted++;
+  }
+  for (int t = MSG_BLOCK; t < MSG_TYPE_COUNT; t++)
+    r->modes[t] = policy_relay_select_mode(nm->policy, env_type_name(t), &sit);
+  r->modes_valid = true;
+  r->modes_at = log_monotonic();
+}
+
+enum relay_mode relay_mode_of(struct relay *r, int type) {
+  if (!r->modes_valid) refresh_modes(r);
+  return r->modes[type];
+}
+
+static bool on_path(const struct envelope *e, const uint8_t id[ENV_NODE_ID_LEN]) {
+  for (int i = 0; i < e->path_len; i++)
+    if (memcmp(e->path + (size_t)i * ENV_NODE_ID_LEN, id, ENV_NODE_ID_LEN) == 0) return true;
+  return false;
+}
+
+static bool eligible(const struct peer *q, const struct peer *from, const struct envelope *e) {
+  return q->counted && q != from && memcmp(q->id, e->origin, ENV_NODE_ID_LEN) != 0 &&
+         !on_path(e, q->id);
+}
+
+static double score_of(const struct peer *q) { return q->score ? q->score->total : 0; }
+
+/* Picks the targets of e (from `from`, NULL when we originate it) under mode
+ * m into out; returns how many. */
+static int select_targets(struct relay *r, const struct peer *from, const struct envelope *e,
+                          enum relay_mode m, struct peer **out, int cap) {
+  struct netmgr *nm = r->nm;
+  int n = 0;
+  if (e->target) { /* direct: the target itself when connected */
+    struct peer *t = netmgr_find(nm, e->target);
+    if (t && t->counted && t != from) {
+      out[0] = t;
+      return 1;
+    }
+    m = RELAY_FLOOD; /* otherwise bounded flooding toward it */
+  }
+  if (m == RELAY_FLOOD) {
+    for (struct peer *q = nm->peers; q && n < cap; q = q->next)
+      if (eligible(q, from, e)) out[n++] = q;
+    return n;
+  }
+  if (m == RELAY_VALIDATOR_ONLY) {
+    for (struct peer *q = nm->peers; q && n < cap; q = q->next)
+      if (eligible(q, from, e) && netmgr_is_validator(nm, q)) out[n++] = q;
+    return n;
+  }
+  /* SELECTIVE: trusted first, then the rest at or above the threshold */
+  struct policy_scoring_params sp;
+  policy_scoring_params(nm->policy, &sp);
+  double threshold = policy_relay_threshold(nm->policy);
+  for (int pass = 0; pass < 2; pass++)
+    for (struct peer *q = nm->peers; q && n < cap; q = q->next) {
+      double s = score_of(q);
+      bool trusted = s >= sp.trusted;
+      if (eligible(q, from, e) && s >= threshold && (pass == 0) == trusted) out[n++] = q;
+    }
+  if (n) return n;
+  /* nobody qualifies: the best few not below neutral */
+  for (struct peer *q = nm->peers; q; q = q->next) {
+    if (!eligible(q, from, e) || score_of(q) < sp.neutral) continue;
+    if (n < SELECTIVE_FALLBACK && n < cap) {
+      out[n++] = q;
+      continue;
+    }
+    int worst = 0;
+    for (int i = 1; i < n; i++)
+      if (score_of(out[i]) < score_of(out[worst])) worst = i;
+    if (n && score_of(q) > score_of(out[worst])) out[worst] = q;
+  }
+  return n;
+}
+
+/* Queues one encoding of e for every target. */
+static int send_to(struct relay *r, struct msgbuf *m, struct peer **targets, int n) {
+  uint64_t dropped_before = r->nm->stats.dropped_sends;
+  for (int i = 0; i < n; i++) netmgr_queue(r->nm, targets[i], m);
+  r->dropped[DROP_QUEUE] += r->nm->stats.dropped_sends - dropped_before;
+  return n;
+}
+
+/* Re-encodes e with this node appended to its path and queues it. */
+static void forward(struct relay *r, struct peer *from, const struct envelope *e) {
+  struct netmgr *nm = r->nm;
+  if (e->hops >= r->conf->messageRelay.maxRelayHops || e->path_len >= ENV_MAX_PATH) {
+    r->dropped[DROP_HOPS]++;
+    return;
+  }
+  struct peer *targets[1024];
+  enum relay_mode mode = e->target ? RELAY_FLOOD : relay_mode_of(r, e->type);
+  int n = select_targets(r, from, e, mode, targets, 1024);
+  if (n == 0) {
+    r->dropped[DROP_NO_TARGET]++;
+    return;
+  }
+  uint8_t path[ENV_MAX_PATH * ENV_NODE_ID_LEN];
+  if (e->path_len) memcpy(path, e->path, (size_t)e->path_len * ENV_NODE_ID_LEN);
+  memcpy(path + (size_t)e->path_len * ENV_NODE_ID_LEN, nm->me.id, ENV_NODE_ID_LEN);
+  struct envelope out = *e;
+  out.hops = e->hops + 1;
+  out.path_len = e->path_len + 1;
+  out.path = path;
+  struct msgbuf *m = msgbuf_new(env_wire_len(out.path_len, out.target != NULL, out.payload_len));
+  if (m == NULL) return;
+  env_encode(m->data, &out);
+  m->type = e->type;
+  send_to(r, m, targets, n);
+  msgbuf_unref(m);
+  r->relayed += (uint64_t)n;
+  r->by_type[e->type].relayed += (uint64_t)n;
+}
+
+static struct relay_direct *direct_find(struct relay *r, const uint8_t id[ENV_MSG_ID_LEN]) {
+  for (int i = 0; i < RELAY_MAX_DIRECT; i++)
+    if (r->direct[i].used && memcmp(r->direct[i].id, id, ENV_MSG_ID_LEN) == 0) return &r->direct[i];
+  return NULL;
+}
+
+static void direct_finish(struct relay *r, struct relay_direct *d, const char *status) {
+  if (strcmp(status, "delivered") == 0) r->direct_delivered++;
+  else r->direct_failed++;
+  log_at(LV_INFO, "direct_relay_result", "status=%s", status);
+  if (r->direct_result) r->direct_result(r->ud, d->id, d->target, status);
+  d->used = false;
+}
+
+/* A receipt for a direct message this node sent. */
+static void on_receipt(struct relay *r, const struct envelope *e) {
+  struct json_doc doc;
+  char err[64];
+  if (json_parse((const char *)e->payload, e->payload_len, &doc, err, sizeof err) != 0) return;
+  const struct json_value *mid = json_get_string(doc.root, "messageId");
+  const struct json_value *st = json_get_string(doc.root, "status");
+  uint8_t id[ENV_MSG_ID_LEN];
+  if (mid && st && hex_decode(mid->str, mid->len, id, sizeof id) == 0) {
+    struct relay_direct *d = direct_find(r, id);
+    if (d) direct_finish(r, d, st->str);
+  }
+  json_free(&doc);
+}
+
+static struct msgbuf *encode_direct(struct relay *r, const uint8_t target[ENV_NODE_ID_LEN], int type,
+                                    const char *payload, size_t len, uint8_t id[ENV_MSG_ID_LEN]) {
+  struct envelope e;
+  memset(&e, 0, sizeof e);
+  e.type = (uint8_t)type;
+  e.flags = ENV_F_DIRECT | ENV_F_TARGET;
+  memcpy(e.origin, r->nm->me.id, ENV_NODE_ID_LEN);
+  env_message_id(e.type, payload, len, e.id);
+  e.target = target;
+  e.payload = (const uint8_t *)payload;
+  e.payload_len = (uint32_t)len;
+  struct msgbuf *m = msgbuf_new(env_wire_len(0, 1, len));
+  if (m == NULL) return NULL;
+  env_encode(m->data, &e);
+  m->type = (uint8_t)type;
+  if (id) memcpy(id, e.id, ENV_MSG_ID_LEN);
+  return m;
+}
+
+/* Sends a receipt for the direct message e back to its origin. */
+static void send_receipt(struct relay *r, const struct envelope *e) {
+  char hex[ENV_MSG_ID_LEN * 2 + 1], payload[160];
+  hex_encode(e->id, ENV_MSG_ID_LEN, hex);
+  int len = snprintf(payload, sizeof payload, "{\"status\":\"delivered\",\"messageId\":\"%s\"}", hex);
+  struct msgbuf *m = encode_direct(r, e->origin, MSG_RELAY, payload, (size_t)len, NULL);
+  if (m == NULL) return;
+  struct envelope view;
+  const char *why;
+  env_decode(m->data, m->len, &view, &why);
+  struct peer *targets[1024];
+  int n = select_targets(r, NULL, &view, RELAY_FLOOD, targets, 1024);
+  seen_check_insert(&r->seen, view.id, log_monotonic(), 0, NULL); /* our own: not back to us */
+  send_to(r, m, targets, n);
+  msgbuf_unref(m);
+}
+
+int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) {
+  struct netmgr *nm = r->nm;
+  double now = log_monotonic();
+  r->received++;
+  r->by_type[e->type].received++;
+  if (seen_contains(&r->seen, e->id, now)) {
+    r->duplicates++;
+    r->by_type[e->type].duplicates++;
+    if (e->type == MSG_BLOCK) scoring_block(&nm->scoring, p->id_hex, DELIVERY_DUPLICATE);
+    else if (e->type == MSG_TRANSACTION) scoring_transaction(&nm->scoring, p->id_hex, DELIVERY_DUPLICATE);
+    return 0;
+  }
+  /* A new id: it must be the payload's, so nobody can make us drop a
+   * message before it arrives by sending junk under its id. */
+  uint8_t id[ENV_MSG_ID_LEN];
+  env_message_id(e->type, e->payload, e->payload_len, id);
+  if (memcmp(id, e->id, ENV_MSG_ID_LEN) != 0) {
+    r->dropped[DROP_BAD_ID]++;
+    netmgr_reject(nm, p, e->type, 1002, "message id does not match the payload");
+    return -1;
+  }
+  if (!json_object_valid((const char *)e->payload, e->payload_len)) {
+    r->dropped[DROP_BAD_JSON]++;
+    netmgr_reject(nm, p, e->type, 4012, "payload is not a JSON object");
+    return -1;
+  }
+  seen_check_insert(&r->seen, e->id, now, p->serial, NULL);
+  if ((e->flags & ENV_F_RELAY) && !relayable(e->type)) {
+    r->dropped[DROP_NOT_RELAYABLE]++;
+    netmgr_reject(nm, p, e->type, 1002, "relay flag on a type that is never relayed");
+    return -1;
+  }
+
+  bool for_me = e->target == NULL || memcmp(e->target, nm->me.id, ENV_NODE_ID_LEN) == 0;
+  if (for_me) {
+    r->delivered++;
+    r->by_type[e->type].delivered++;
+    if (e->type == MSG_BLOCK) scoring_block(&nm->scoring, p->id_hex, DELIVERY_FIRST);
+    else if (e->type == MSG_TRANSACTION) scoring_transaction(&nm->scoring, p->id_hex, DELIVERY_FIRST);
+    if (e->target && e->type == MSG_RELAY) on_receipt(r, e);
+    netmgr_deliver(nm, p, e);
+    if (e->target && e->type != MSG_RELAY) send_receipt(r, e);
+  }
+  if ((e->flags & ENV_F_RELAY) || (e->target && !for_me)) forward(r, p, e);
+  return 0;
+}
+
+int relay_broadcast(struct relay *r, int type, const char *payload, size_t len,
+                    uint8_t id[ENV_MSG_ID_LEN]) {
+  if (!relayable(type) || !json_object_valid(payload, len)) return -1;
+  struct netmgr *nm = r->nm;
+  struct envelope e;
+  memset(&e, 0, sizeof e);
+  e.type = (uint8_t)type;
+  e.flags = ENV_F_RELAY;
+  memcpy(e.origin, nm->me.id, ENV_NODE_ID_LEN);
+  env_message_id(e.type, payload, len, e.id);
+  e.payload = (const uint8_t *)payload;
+  e.payload_len = (uint32_t)len;
+  if (id) memcpy(id, e.id, ENV_MSG_ID_LEN);
+  seen_check_insert(&r->seen, e.id, log_monotonic(), 0, NULL); /* echoes are duplicates */
+  struct peer *targets[1024];
+  int n = select_targets(r, NULL, &e, relay_mode_of(r, type), targets, 1024);
+  if (n == 0) return 0;
+  struct msgbuf *m = msgbuf_new(env_wire_len(0, 0, len));
+  if (m == NULL) return -1;
+  env_encode(m->data, &e);
+  m->type = (uint8_t)type;
+  send_to(r, m, targets, n);
+  msgbuf_unref(m);
+  return n;
+}
+
+int relay_send_direct(struct relay *r, const uint8_t target[ENV_NODE_ID_LEN], int type,
+                      const char *payload, size_t len, uint8_t id[ENV_MSG_ID_LEN]) {
+  if (type < MSG_BLOCK || type >= MSG_TYPE_COUNT || !json_object_valid(payload, len)) return -1;
+  struct relay_direct *slot = NULL;
+  for (int i = 0; i < RELAY_MAX_DIRECT && slot == NULL; i++)
+    if (!r->direct[i].used) slot = &r->direct[i];
+  if (slot == NULL) return -1;
+  struct msgbuf *m = encode_direct(r, target, type, payload, len, id);
+  if (m == NULL) return -1;
+  struct envelope view;
+  const char *why;
+  env_decode(m->data, m->len, &view, &why);
+  struct peer *targets[1024];
+  int n = select_targets(r, NULL, &view, RELAY_FLOOD, targets, 1024);
+  if (n > 0) {
+    seen_check_insert(&r->seen, view.id, log_monotonic(), 0, NULL);
+    send_to(r, m, targets, n);
+    memcpy(slot->id, view.id, ENV_MSG_ID_LEN);
+    memcpy(slot->target, target, ENV_NODE_ID_LEN);
+    slot->deadline = log_monotonic() + DIRECT_TIMEOUT_SECONDS;
+    slot->used = true;
+    r->direct_sent++;
+  }
+  msgbuf_unref(m);
+  return n;
+}
+
+void relay_tick(struct relay *r, double now) {
+  if (now >= r->next_sweep) {
+    r->next_sweep = now + r->conf->messageRelay.cleanupInterval / 1000.0;
+    seen_sweep(&r->seen, now);
+  }
+  for (int i = 0; i < RELAY_MAX_DIRECT; i++)
+    if (r->direct[i].used && now >= r->direct[i].deadline) direct_finish(r, &r->direct[i], "timeout");
+  if (r->modes_valid && now - r->modes_at >= MODES_REFRESH_SECONDS) r->modes_valid = false;
+}
