@@ -26,6 +26,7 @@ return {
   peerDiscoveryInterval = 300000, -- ms between peer exchanges
   -- nodeId = "...",              -- if set, must equal the id derived from
   --                                 the node's key (data/); unset by default
+  validators = {},                -- node ids of the validator set (not in the seed)
   nodeMetadata = {                -- sent in the handshake
     version = "1.0.0",
     isValidator = false,          -- a claim; validator status is proven elsewhere

@@ -665,6 +665,11 @@ M.schema = section({
   { "nodeId", str(nil, "a string of 1..128 printable characters without spaces", function(s)
     if #s == 0 or #s > 128 or not s:match("^[\33-\126]+$") then return "not a node id" end
   end) },
+  -- not in the seed: node ids (40 hex) of the validator set; a peer counts as
+  -- a validator only when its handshake proved one of these keys
+  { "validators", list(str(nil, "a node id: 40 lowercase hex characters", function(v)
+    if not v:match("^" .. string.rep("[0-9a-f]", 40) .. "$") then return "not a node id" end
+  end), 1024, {}, "node ids") },
   { "nodeMetadata", section({
     { "version", str("1.0.0", "a non-empty string of at most 64 bytes", bounded(64)) },
     { "isValidator", bool(false) },

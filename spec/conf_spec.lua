@@ -31,6 +31,7 @@ local function seed_defaults(base)
     bootstrapPeers = {},
     persistentPeers = {},
     peerDiscoveryInterval = 300000,
+    validators = {}, -- ours, not the seed's
     nodeMetadata = { version = "1.0.0", isValidator = false },
     peerScoring = {
       decayPeriod = 3600000,
@@ -85,6 +86,7 @@ local function struct_view(cfg, path, dir)
     peerDiscoveryInterval = cfg.peerDiscoveryInterval,
     bootstrapPeers = cfg.bootstrapPeers,
     persistentPeers = cfg.persistentPeers,
+    validators = cfg.validators,
     nodeId = cfg.nodeId,
     metaVersion = cfg.nodeMetadata.version,
     isValidator = cfg.nodeMetadata.isValidator,

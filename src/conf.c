@@ -232,6 +232,7 @@ static void conf_fill(lua_State *L, int t, struct conf *c) {
   c->pingInterval = (int)conf_int(L, t, "pingInterval", 1, INT_MAX);
   c->peerDiscoveryInterval = (int)conf_int(L, t, "peerDiscoveryInterval", 1, INT_MAX);
   c->bootstrapPeers = conf_strlist(L, t, "bootstrapPeers", &c->n_bootstrapPeers);
+  c->validators = conf_strlist(L, t, "validators", &c->n_validators);
   c->persistentPeers = conf_strlist(L, t, "persistentPeers", &c->n_persistentPeers);
   c->nodeId = conf_str(L, t, "nodeId", true);
 
@@ -430,6 +431,8 @@ void conf_free(struct conf *c) {
   free(c->host);
   for (size_t i = 0; i < c->n_bootstrapPeers; i++) free(c->bootstrapPeers[i]);
   free(c->bootstrapPeers);
+  for (size_t i = 0; i < c->n_validators; i++) free(c->validators[i]);
+  free(c->validators);
   for (size_t i = 0; i < c->n_persistentPeers; i++) free(c->persistentPeers[i]);
   free(c->persistentPeers);
   free(c->nodeId);

@@ -50,6 +50,8 @@ struct conf {
   char **persistentPeers;
   size_t n_persistentPeers;
   char *nodeId;      /* optional: if set, must equal the id derived from the key */
+  char **validators; /* node ids (hex) of the validator set */
+  size_t n_validators;
   char *metaVersion; /* nodeMetadata.version */
   bool isValidator;  /* nodeMetadata.isValidator (a claim; proven elsewhere) */
 

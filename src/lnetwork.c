@@ -226,12 +226,15 @@ static int l_send_message(lua_State *L) {
   return 1;
 }
 
+/* Gossip types go out with the RELAY flag to the peers their relay mode
+ * picks, and travel on; the others go to every peer, one hop. */
 static int l_broadcast(lua_State *L) {
   struct lnet *x = lnet_of(L);
   int type = message_arg(x, L, 1);
   size_t len;
   const char *json = lua_tolstring(L, -1, &len);
-  int n = netmgr_send(&x->n->net, NULL, type, json, len);
+  int n = relay_broadcast(&x->n->net.relay, type, json, len, NULL);
+  if (n < 0) n = netmgr_send(&x->n->net, NULL, type, json, len);
   if (n < 0) return luaL_error(L, BAD_DATA);
   lua_pushinteger(L, n);
   return 1;
@@ -275,7 +278,9 @@ static void update_mask(struct lnet *x, lua_State *L) {
 }
 
 static bool event_known(const char *ev) {
-  if (strcmp(ev, "peer:connected") == 0 || strcmp(ev, "peer:disconnected") == 0) return true;
+  if (strcmp(ev, "peer:connected") == 0 || strcmp(ev, "peer:disconnected") == 0 ||
+      strcmp(ev, "relay:result") == 0)
+    return true;
   return strncmp(ev, "message:", 8) == 0 && env_type_from_name(ev + 8) >= MSG_BLOCK;
 }
 
@@ -285,8 +290,8 @@ static int l_on(lua_State *L) {
   const char *ev = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (!event_known(ev))
-    return luaL_error(L, "unknown event '%s' (peer:connected, peer:disconnected, message:<type>)",
-                      ev);
+    return luaL_error(L, "unknown event '%s' (peer:connected, peer:disconnected, "
+                         "message:<type>, relay:result)", ev);
   lua_rawgeti(L, LUA_REGISTRYINDEX, x->handlers_ref);
   if (lua_getfield(L, -1, ev) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -371,6 +376,19 @@ static void on_message(void *ud, struct peer *p, const struct envelope *e) {
   dispatch(x, ev, 2);
 }
 
+/* A direct message this node sent was delivered, or timed out. */
+static void on_relay_result(void *ud, const uint8_t id[ENV_MSG_ID_LEN],
+                            const uint8_t target[ENV_NODE_ID_LEN], const char *status) {
+  struct lnet *x = ud;
+  char hex[ENV_MSG_ID_LEN * 2 + 1], thex[ENV_NODE_ID_LEN * 2 + 1];
+  hex_encode(id, ENV_MSG_ID_LEN, hex);
+  hex_encode(target, ENV_NODE_ID_LEN, thex);
+  lua_pushstring(x->L, hex);
+  lua_pushstring(x->L, status);
+  lua_pushstring(x->L, thex);
+  dispatch(x, "relay:result", 3);
+}
+
 static int lnet_gc(lua_State *L) {
   (void)L;
   return 0;
@@ -416,4 +434,6 @@ void lnetwork_open(lua_State *L, struct node *n) {
   n->net.ev.connected = on_connected;
   n->net.ev.disconnected = on_disconnected;
   n->net.ev.message = on_message;
+  n->net.relay.direct_result = on_relay_result;
+  n->net.relay.ud = x;
 }

@@ -12,5 +12,6 @@ void ltest_conf(lua_State *L);   /* configuration loading */
 void ltest_policy(lua_State *L); /* policy host and sandbox */
 void ltest_peerstore(lua_State *L); /* peer store (sqlite) */
 void ltest_wire(lua_State *L);   /* envelope codec, JSON reader, identity */
+void ltest_relay(lua_State *L);  /* duplicate filter, relay target choice */
 
 #endif

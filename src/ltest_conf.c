@@ -68,6 +68,7 @@ static void push_conf(lua_State *L, const struct conf *c) {
   set_int(L, "peerDiscoveryInterval", c->peerDiscoveryInterval);
   set_list(L, "bootstrapPeers", c->bootstrapPeers, c->n_bootstrapPeers);
   set_list(L, "persistentPeers", c->persistentPeers, c->n_persistentPeers);
+  set_list(L, "validators", c->validators, c->n_validators);
   set_str(L, "nodeId", c->nodeId);
   set_str(L, "metaVersion", c->metaVersion);
   lua_pushboolean(L, c->isValidator);

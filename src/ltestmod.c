@@ -13,5 +13,6 @@ int luaopen_bt2c(lua_State *L) {
   ltest_policy(L);
   ltest_peerstore(L);
   ltest_wire(L);
+  ltest_relay(L);
   return 1;
 }

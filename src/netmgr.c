@@ -246,10 +246,13 @@ static double known_score(struct netmgr *nm, const char *id_hex) {
   return s ? s->total : 0;
 }
 
+/* A validator is a peer whose handshake proved a key in the validator set;
+ * its own isValidator claim counts for nothing. */
 bool netmgr_is_validator(const struct netmgr *nm, const struct peer *p) {
-  (void)nm;
-  (void)p;
-  return false; /* validators are authenticated against the validator set (not yet kept) */
+  if (!p->hello_received || p->id_hex[0] == '\0') return false;
+  for (size_t i = 0; i < nm->conf->n_validators; i++)
+    if (strcmp(nm->conf->validators[i], p->id_hex) == 0) return true;
+  return false;
 }
 
 /* The inbound peer a newcomer may replace: neither persistent, validator nor
@@ -400,6 +403,8 @@ static void finish_handshake(struct netmgr *nm, struct peer *p) {
   record_connection(nm, p);
   scoring_connected(&nm->scoring, p->id_hex);
   p->score = scoring_get(&nm->scoring, p->id_hex);
+  p->validator = netmgr_is_validator(nm, p);
+  scoring_set_validator(&nm->scoring, p->id_hex, p->validator);
   relay_invalidate_modes(&nm->relay);
   dial_on_established(nm, p);
 

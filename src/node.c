@@ -10,6 +10,7 @@
 #include "console.h"
 #include "lconsole.h"
 #include "lnetwork.h"
+#include "lrelay.h"
 #include "lscoring.h"
 #include "log.h"
 #include "policy.h"
@@ -77,6 +78,7 @@ int node_start(struct node *n, struct conf *conf) {
   n->net_started = true;
   lnetwork_open(n->L, n);
   lscoring_open(n->L, n);
+  lrelay_open(n->L, n);
   n->console = console_start(&n->loop, n->L, c->consoleSocket, c->consoleTimeout);
   if (n->console == NULL) goto fail;
 

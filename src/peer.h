@@ -73,6 +73,7 @@ struct peer {
   bool persistent; /* dialled from persistentPeers */
   bool counted;    /* established and counted in netmgr's table and totals */
   struct score *score; /* its scoring record while established */
+  bool validator;      /* its proven key is in the validator set */
   enum peer_state state;
   char remote[64];      /* "ip:port" of the TCP connection */
   char url[128];        /* outbound: the dialled URL; inbound: advertised ws://ip:listenPort */

@@ -69,19 +69,53 @@ static bool on_path(const struct envelope *e, const uint8_t id[ENV_NODE_ID_LEN])
   return false;
 }
 
-static bool eligible(const struct peer *q, const struct peer *from, const struct envelope *e) {
-  return q->counted && q != from && memcmp(q->id, e->origin, ENV_NODE_ID_LEN) != 0 &&
-         !on_path(e, q->id);
+static bool eligible(const struct relay_candidate *c, const struct envelope *e) {
+  return !c->from && memcmp(c->id, e->origin, ENV_NODE_ID_LEN) != 0 && !on_path(e, c->id);
 }
 
-static double score_of(const struct peer *q) { return q->score ? q->score->total : 0; }
+int relay_select(const struct relay_candidate *c, int n, const struct envelope *e,
+                 const struct relay_choice *how, int *out, int cap) {
+  int k = 0;
+  switch (how->mode) {
+    case RELAY_FLOOD:
+      for (int i = 0; i < n && k < cap; i++)
+        if (eligible(&c[i], e)) out[k++] = i;
+      return k;
+    case RELAY_VALIDATOR_ONLY:
+      for (int i = 0; i < n && k < cap; i++)
+        if (eligible(&c[i], e) && c[i].validator) out[k++] = i;
+      return k;
+    case RELAY_SELECTIVE: break;
+  }
+  /* trusted first, then the rest at or above the threshold */
+  for (int pass = 0; pass < 2; pass++)
+    for (int i = 0; i < n && k < cap; i++) {
+      bool trusted = c[i].score >= how->trusted;
+      if (eligible(&c[i], e) && c[i].score >= how->threshold && (pass == 0) == trusted) out[k++] = i;
+    }
+  if (k) return k;
+  /* nobody qualifies: the best few not below neutral */
+  for (int i = 0; i < n; i++) {
+    if (!eligible(&c[i], e) || c[i].score < how->neutral) continue;
+    if (k < SELECTIVE_FALLBACK && k < cap) {
+      out[k++] = i;
+      continue;
+    }
+    int worst = 0;
+    for (int j = 1; j < k; j++)
+      if (c[out[j]].score < c[out[worst]].score) worst = j;
+    if (k && c[i].score > c[out[worst]].score) out[worst] = i;
+  }
+  return k;
+}
+
+#define MAX_TARGETS 1024
 
 /* Picks the targets of e (from `from`, NULL when we originate it) under mode
  * m into out; returns how many. */
 static int select_targets(struct relay *r, const struct peer *from, const struct envelope *e,
                           enum relay_mode m, struct peer **out, int cap) {
   struct netmgr *nm = r->nm;
-  int n = 0;
   if (e->target) { /* direct: the target itself when connected */
     struct peer *t = netmgr_find(nm, e->target);
     if (t && t->counted && t != from) {
@@ -90,40 +124,21 @@ static int select_targets(struct relay *r, const struct peer *from, const struct
     }
     m = RELAY_FLOOD; /* otherwise bounded flooding toward it */
   }
-  if (m == RELAY_FLOOD) {
-    for (struct peer *q = nm->peers; q && n < cap; q = q->next)
-      if (eligible(q, from, e)) out[n++] = q;
-    return n;
+  struct relay_candidate cand[MAX_TARGETS];
+  struct peer *peers[MAX_TARGETS];
+  int n = 0;
+  for (struct peer *q = nm->peers; q && n < MAX_TARGETS; q = q->next) {
+    if (!q->counted) continue;
+    cand[n] = (struct relay_candidate){q->id, q->score ? q->score->total : 0, q->validator, q == from};
+    peers[n++] = q;
   }
-  if (m == RELAY_VALIDATOR_ONLY) {
-    for (struct peer *q = nm->peers; q && n < cap; q = q->next)
-      if (eligible(q, from, e) && netmgr_is_validator(nm, q)) out[n++] = q;
-    return n;
-  }
-  /* SELECTIVE: trusted first, then the rest at or above the threshold */
   struct policy_scoring_params sp;
   policy_scoring_params(nm->policy, &sp);
-  double threshold = policy_relay_threshold(nm->policy);
-  for (int pass = 0; pass < 2; pass++)
-    for (struct peer *q = nm->peers; q && n < cap; q = q->next) {
-      double s = score_of(q);
-      bool trusted = s >= sp.trusted;
-      if (eligible(q, from, e) && s >= threshold && (pass == 0) == trusted) out[n++] = q;
-    }
-  if (n) return n;
-  /* nobody qualifies: the best few not below neutral */
-  for (struct peer *q = nm->peers; q; q = q->next) {
-    if (!eligible(q, from, e) || score_of(q) < sp.neutral) continue;
-    if (n < SELECTIVE_FALLBACK && n < cap) {
-      out[n++] = q;
-      continue;
-    }
-    int worst = 0;
-    for (int i = 1; i < n; i++)
-      if (score_of(out[i]) < score_of(out[worst])) worst = i;
-    if (n && score_of(q) > score_of(out[worst])) out[worst] = q;
-  }
-  return n;
+  struct relay_choice how = {m, policy_relay_threshold(nm->policy), sp.trusted, sp.neutral};
+  int idx[MAX_TARGETS];
+  int k = relay_select(cand, n, e, &how, idx, cap < MAX_TARGETS ? cap : MAX_TARGETS);
+  for (int i = 0; i < k; i++) out[i] = peers[idx[i]];
+  return k;
 }
 
 /* Queues one encoding of e for every target. */
@@ -141,9 +156,9 @@ static void forward(struct relay *r, struct peer *from, const struct envelope *e
     r->dropped[DROP_HOPS]++;
     return;
   }
-  struct peer *targets[1024];
+  struct peer *targets[MAX_TARGETS];
   enum relay_mode mode = e->target ? RELAY_FLOOD : relay_mode_of(r, e->type);
-  int n = select_targets(r, from, e, mode, targets, 1024);
+  int n = select_targets(r, from, e, mode, targets, MAX_TARGETS);
   if (n == 0) {
     r->dropped[DROP_NO_TARGET]++;
     return;
@@ -223,8 +238,8 @@ static void send_receipt(struct relay *r, const struct envelope *e) {
   struct envelope view;
   const char *why;
   env_decode(m->data, m->len, &view, &why);
-  struct peer *targets[1024];
-  int n = select_targets(r, NULL, &view, RELAY_FLOOD, targets, 1024);
+  struct peer *targets[MAX_TARGETS];
+  int n = select_targets(r, NULL, &view, RELAY_FLOOD, targets, MAX_TARGETS);
   seen_check_insert(&r->seen, view.id, log_monotonic(), 0, NULL); /* our own: not back to us */
   send_to(r, m, targets, n);
   msgbuf_unref(m);
@@ -291,8 +306,8 @@ int relay_broadcast(struct relay *r, int type, const char *payload, size_t len,
   e.payload_len = (uint32_t)len;
   if (id) memcpy(id, e.id, ENV_MSG_ID_LEN);
   seen_check_insert(&r->seen, e.id, log_monotonic(), 0, NULL); /* echoes are duplicates */
-  struct peer *targets[1024];
-  int n = select_targets(r, NULL, &e, relay_mode_of(r, type), targets, 1024);
+  struct peer *targets[MAX_TARGETS];
+  int n = select_targets(r, NULL, &e, relay_mode_of(r, type), targets, MAX_TARGETS);
   if (n == 0) return 0;
   struct msgbuf *m = msgbuf_new(env_wire_len(0, 0, len));
   if (m == NULL) return -1;
@@ -315,8 +330,8 @@ int relay_send_direct(struct relay *r, const uint8_t target[ENV_NODE_ID_LEN], in
   struct envelope view;
   const char *why;
   env_decode(m->data, m->len, &view, &why);
-  struct peer *targets[1024];
-  int n = select_targets(r, NULL, &view, RELAY_FLOOD, targets, 1024);
+  struct peer *targets[MAX_TARGETS];
+  int n = select_targets(r, NULL, &view, RELAY_FLOOD, targets, MAX_TARGETS);
   if (n > 0) {
     seen_check_insert(&r->seen, view.id, log_monotonic(), 0, NULL);
     send_to(r, m, targets, n);

@@ -103,4 +103,22 @@ enum relay_mode relay_mode_of(struct relay *r, int type);
 
 const char *relay_drop_name(enum relay_drop d);
 
+/* The target choice itself, free of peers and sockets (so it can be tested
+ * alone): candidates are the established peers; `from` marks the one the
+ * message came from. Writes the indices of the chosen ones to out and
+ * returns how many. */
+struct relay_candidate {
+  const uint8_t *id; /* ENV_NODE_ID_LEN bytes */
+  double score;
+  bool validator;
+  bool from;
+};
+struct relay_choice {
+  enum relay_mode mode;
+  double threshold; /* SELECTIVE */
+  double trusted, neutral;
+};
+int relay_select(const struct relay_candidate *c, int n, const struct envelope *e,
+                 const struct relay_choice *how, int *out, int cap);
+
 #endif

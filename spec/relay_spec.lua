@@ -1,0 +1,95 @@
+-- Unit: MessageRelay's C core — target choice per mode, path exclusion, the
+-- duplicate filter and its expiry (through the bt2c module).
+local bt2c = require "bt2c"
+
+local function id(c) return string.rep(c, 20) end
+
+describe("relay target choice", function()
+  -- the issue's three peers: a validator scoring 80, a non-validator scoring
+  -- 60 and one scoring 40; relayThreshold 50
+  local V, N60, N40 = id("V"), id("6"), id("4")
+  local function peers(extra)
+    local c = {
+      { id = V, score = 80, validator = true },
+      { id = N60, score = 60 },
+      { id = N40, score = 40 },
+    }
+    for k, v in pairs(extra or {}) do c[k] = v end
+    return c
+  end
+  local function choose(mode, opts)
+    opts = opts or {}
+    local list = bt2c.relay_select({ mode = mode, threshold = 50, trusted = 75, neutral = 0,
+      origin = opts.origin or id("O"), path = opts.path, candidates = opts.candidates or peers() })
+    local ids = {}
+    for i, k in ipairs(list) do ids[i] = (opts.candidates or peers())[k].id end
+    return ids
+  end
+
+  it("FLOOD sends to every peer not on the path", function()
+    assert.same({ V, N60, N40 }, choose("flood"))
+    assert.same({ N60, N40 }, choose("flood", { path = { V } }))
+    assert.same({ N40 }, choose("flood", { path = { V }, origin = N60 }))
+  end)
+
+  it("SELECTIVE sends only to peers at the threshold, trusted first", function()
+    assert.same({ V, N60 }, choose("selective"))
+    assert.same({ N60 }, choose("selective", { path = { V } }))
+  end)
+
+  it("SELECTIVE falls back to the best few not below neutral when nobody qualifies", function()
+    local c = { { id = id("a"), score = 10 }, { id = id("b"), score = 40 }, { id = id("c"), score = -5 },
+      { id = id("d"), score = 30 }, { id = id("e"), score = 20 } }
+    local got = choose("selective", { candidates = c })
+    table.sort(got)
+    local want = { id("b"), id("d"), id("e") }
+    table.sort(want)
+    assert.same(want, got)
+  end)
+
+  it("VALIDATOR_ONLY sends only to validators", function()
+    assert.same({ V }, choose("validator_only"))
+    assert.same({}, choose("validator_only", { path = { V } }))
+  end)
+
+  it("never sends back to the peer it came from", function()
+    local c = peers()
+    c[2].from = true
+    assert.same({ V, N40 }, choose("flood", { candidates = c }))
+  end)
+end)
+
+describe("duplicate filter", function()
+  local function mid(n) return string.pack(">I4", n) .. string.rep("\0", 28) end
+
+  it("detects a duplicate and forgets it exactly at messageExpiration", function()
+    local s = bt2c.seen_new(1024, 3600)
+    assert.is_false(s:check(mid(1), 1000))
+    assert.is_true(s:check(mid(1), 1000 + 3599.999))
+    assert.is_true(s:contains(mid(1), 4599.999))
+    assert.is_false(s:contains(mid(1), 4600)) -- exactly at expiry, swept or not
+    assert.is_false(s:check(mid(1), 4600))   -- new again: remembered anew
+    assert.is_true(s:check(mid(1), 4601))
+  end)
+
+  it("sweeps the oldest first and only what expired", function()
+    local s = bt2c.seen_new(1024, 10)
+    for i = 1, 100 do s:check(mid(i), i) end
+    assert.equal(100, (s:count()))
+    assert.equal(50, s:sweep(60))  -- entries 1..50 (seen at <= 50) expire at <= 60
+    assert.equal(50, (s:count()))
+    assert.is_false(s:contains(mid(50), 60))
+    assert.is_true(s:contains(mid(51), 60))
+  end)
+
+  it("stays within its bound, dropping the oldest one at a time", function()
+    local s = bt2c.seen_new(1024, 3600)
+    for i = 1, 5000 do s:check(mid(i), 1) end
+    local count, early = s:count()
+    assert.equal(1024, count)
+    assert.equal(5000 - 1024, early)
+    assert.is_false(s:contains(mid(5000 - 1024), 1))
+    assert.is_true(s:contains(mid(5000 - 1023), 1))
+    assert.is_true(s:contains(mid(5000), 1))
+  end)
+end)
