@@ -204,6 +204,19 @@ describe("policy host", function()
     c_host:close()
   end)
 
+  it("makes a config holding lists of tables read-only (the default natTraversal)", function()
+    -- regression: number keys of nested tables used to break the traversal
+    local h = bt2c.policy_host(LIMITS,
+      '{natTraversal={turnServers={{urls="turn:a:1",username="u"},{urls="turn:b:2"}}}}')
+    assert.is_true(h:reload(policy_dir()))
+    local st, urls = h:run("relay", "return config.natTraversal.turnServers[2].urls")
+    assert.equal("ok", st)
+    assert.same({ "turn:b:2" }, urls)
+    st = h:run("relay", "config.natTraversal.turnServers[1].urls = 'x'")
+    assert.equal("error", st)
+    h:close()
+  end)
+
   it("takes its defaults from the config literal", function()
     local lit = '{messageRelay={relayMode="flood",relayThreshold=20},peerScoring={weights={'
       .. 'latency=0.3,uptime=0.1,blockPropagation=0.25,transactionRelay=0.15,'

@@ -393,7 +393,11 @@ static void readonly_rec(lua_State *L, int real, const char *name, int depth) {
   while (lua_next(L, real)) {
     if (lua_type(L, -1) == LUA_TTABLE && !is_proxy(L, -1)) {
       int child = lua_gettop(L);
-      const char *cname = lua_pushfstring(L, "%s.%s", name, key_text(L, child - 1));
+      /* key_text may push a copy of a number key: keep exactly one slot */
+      const char *kt = key_text(L, child - 1);
+      lua_pushfstring(L, "%s.%s", name, kt);
+      if (lua_gettop(L) == child + 2) lua_remove(L, child + 1);
+      const char *cname = lua_tostring(L, child + 1);
       readonly_rec(L, child, cname, depth + 1);
       lua_pushvalue(L, child - 1);
       lua_insert(L, -2);

@@ -253,8 +253,8 @@ int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) 
   if (seen_contains(&r->seen, e->id, now)) {
     r->duplicates++;
     r->by_type[e->type].duplicates++;
-    if (e->type == MSG_BLOCK) scoring_block(&nm->scoring, p->id_hex, DELIVERY_DUPLICATE);
-    else if (e->type == MSG_TRANSACTION) scoring_transaction(&nm->scoring, p->id_hex, DELIVERY_DUPLICATE);
+    if (e->type == MSG_BLOCK) scoring_block(&nm->scoring, p->score, DELIVERY_DUPLICATE);
+    else if (e->type == MSG_TRANSACTION) scoring_transaction(&nm->scoring, p->score, DELIVERY_DUPLICATE);
     return 0;
   }
   /* A new id: it must be the payload's, so nobody can make us drop a
@@ -282,8 +282,8 @@ int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) 
   if (for_me) {
     r->delivered++;
     r->by_type[e->type].delivered++;
-    if (e->type == MSG_BLOCK) scoring_block(&nm->scoring, p->id_hex, DELIVERY_FIRST);
-    else if (e->type == MSG_TRANSACTION) scoring_transaction(&nm->scoring, p->id_hex, DELIVERY_FIRST);
+    if (e->type == MSG_BLOCK) scoring_block(&nm->scoring, p->score, DELIVERY_FIRST);
+    else if (e->type == MSG_TRANSACTION) scoring_transaction(&nm->scoring, p->score, DELIVERY_FIRST);
     if (e->target && e->type == MSG_RELAY) on_receipt(r, e);
     netmgr_deliver(nm, p, e);
     if (e->target && e->type != MSG_RELAY) send_receipt(r, e);

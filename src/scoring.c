@@ -346,16 +346,29 @@ static void remember(const struct scoring *sc, struct score *s, enum behavior b,
   if (s->hist_n < limit) s->hist_n++;
 }
 
-double scoring_record(struct scoring *sc, const char *id, enum behavior b) {
-  struct score *s = touch(sc, id);
-  if (s == NULL || (unsigned)b >= BH_COUNT) return NAN;
+/* Adds n events of b: one behavior_delta call, its answer times n. */
+static void apply(struct scoring *sc, struct score *s, enum behavior b, uint32_t n) {
   double t0 = log_monotonic();
   double delta = policy_scoring_behavior_delta(sc->policy, behavior_names[b], s->total);
   sc->lua_seconds += log_monotonic() - t0;
-  s->behavior = fmin(BEHAVIOR_CAP, s->behavior + delta);
+  s->behavior = fmin(BEHAVIOR_CAP, s->behavior + delta * n);
+  remember(sc, s, b, delta * n);
+}
+
+double scoring_record(struct scoring *sc, const char *id, enum behavior b) {
+  struct score *s = touch(sc, id);
+  if (s == NULL || (unsigned)b >= BH_COUNT) return NAN;
+  apply(sc, s, b, 1);
   scoring_recompute(sc, s); /* at once: a threshold may have been crossed */
-  remember(sc, s, b, delta);
   return s->total;
+}
+
+void scoring_record_later(struct scoring *sc, struct score *s, enum behavior b) {
+  if (s == NULL || (unsigned)b >= BH_COUNT) return;
+  if (s->pending[b] < UINT32_MAX) s->pending[b]++;
+  s->dirty = true;
+  s->unsaved = true;
+  sc->events++;
 }
 
 void scoring_connected(struct scoring *sc, const char *id) {
@@ -387,23 +400,23 @@ void scoring_latency(struct scoring *sc, const char *id, double ms) {
   s->rtt_ms = s->rtt_ms < 0 ? ms : 0.8 * s->rtt_ms + 0.2 * ms;
 }
 
-void scoring_block(struct scoring *sc, const char *id, enum delivery d) {
-  struct score *s = touch(sc, id);
+/* Deliveries come with every message: counting them must stay cheap (no
+ * lookup by id, no Lua), so they take the record directly. */
+void scoring_block(struct scoring *sc, struct score *s, enum delivery d) {
   if (s == NULL) return;
   switch (d) {
-    case DELIVERY_FIRST: s->blocks_first += 1; scoring_record(sc, id, BH_GOOD_BLOCK); break;
-    case DELIVERY_DUPLICATE: s->blocks_duplicate += 1; break;
-    case DELIVERY_INVALID: s->blocks_invalid += 1; scoring_record(sc, id, BH_BAD_BLOCK); break;
+    case DELIVERY_FIRST: s->blocks_first += 1; scoring_record_later(sc, s, BH_GOOD_BLOCK); break;
+    case DELIVERY_DUPLICATE: s->blocks_duplicate += 1; s->dirty = true; break;
+    case DELIVERY_INVALID: s->blocks_invalid += 1; scoring_record(sc, s->id, BH_BAD_BLOCK); break;
   }
 }
 
-void scoring_transaction(struct scoring *sc, const char *id, enum delivery d) {
-  struct score *s = touch(sc, id);
+void scoring_transaction(struct scoring *sc, struct score *s, enum delivery d) {
   if (s == NULL) return;
   switch (d) {
-    case DELIVERY_FIRST: s->tx_useful += 1; scoring_record(sc, id, BH_GOOD_TRANSACTION); break;
-    case DELIVERY_DUPLICATE: s->tx_duplicate += 1; break;
-    case DELIVERY_INVALID: s->tx_invalid += 1; scoring_record(sc, id, BH_BAD_TRANSACTION); break;
+    case DELIVERY_FIRST: s->tx_useful += 1; scoring_record_later(sc, s, BH_GOOD_TRANSACTION); break;
+    case DELIVERY_DUPLICATE: s->tx_duplicate += 1; s->dirty = true; break;
+    case DELIVERY_INVALID: s->tx_invalid += 1; scoring_record(sc, s->id, BH_BAD_TRANSACTION); break;
   }
 }
 
@@ -417,6 +430,14 @@ void scoring_tick(struct scoring *sc) {
   for (unsigned i = 0; i < sc->cap; i++) {
     for (struct score *s = sc->table[i]; s; s = s->next) {
       bool stale = s->session_start > 0 && now - s->decayed_at >= REFRESH_SECONDS;
+      if (s->dirty) {
+        decay(sc, s, now);
+        for (int b = 0; b < BH_COUNT; b++)
+          if (s->pending[b]) {
+            apply(sc, s, (enum behavior)b, s->pending[b]);
+            s->pending[b] = 0;
+          }
+      }
       if (s->dirty || stale) scoring_recompute(sc, s);
       if (s->unsaved) save(sc, s);
     }

@@ -75,6 +75,7 @@ struct score {
   double ban_until; /* unix seconds; 0 = not banned */
   struct score_event *hist;
   int hist_n, hist_pos;
+  uint32_t pending[BH_COUNT]; /* frequent good events, applied at the next tick */
   bool dirty;   /* needs a recompute */
   bool unsaved; /* differs from the peer store */
 };
@@ -109,11 +110,16 @@ void scoring_connected(struct scoring *sc, const char *id);
 /* clean: the connection ended normally (1000/1001), not by an error. */
 void scoring_disconnected(struct scoring *sc, const char *id, bool clean);
 void scoring_latency(struct scoring *sc, const char *id, double ms);
-void scoring_block(struct scoring *sc, const char *id, enum delivery d);
-void scoring_transaction(struct scoring *sc, const char *id, enum delivery d);
+void scoring_block(struct scoring *sc, struct score *s, enum delivery d);
+void scoring_transaction(struct scoring *sc, struct score *s, enum delivery d);
 void scoring_set_validator(struct scoring *sc, const char *id, bool validator);
-/* Records a PeerBehavior event; returns the new total. */
+/* Records a PeerBehavior event at once (Lua runs now); returns the new
+ * total. For misbehaviour and API calls: a threshold may be crossed. */
 double scoring_record(struct scoring *sc, const char *id, enum behavior b);
+/* Counts a frequent event (a block or transaction delivered first); its
+ * points are applied at the next tick, one hook call per kind: Lua never
+ * runs per message. */
+void scoring_record_later(struct scoring *sc, struct score *s, enum behavior b);
 
 /* Recomputes s now (decay, categories, total, level, action). */
 void scoring_recompute(struct scoring *sc, struct score *s);
