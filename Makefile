@@ -30,6 +30,10 @@ asan: deps $(ASAN_BUILD)/CMakeCache.txt
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# Benchmarks: results go to docs/BENCHMARKS.md (see tools/bench/README.md).
+bench: build
+	tools/bench/run
+
 # Coverage-guided fuzzing with clang's libFuzzer, FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
 fuzz: deps

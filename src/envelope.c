@@ -135,9 +135,13 @@ size_t env_encode(uint8_t *out, const struct envelope *e) {
 }
 
 void env_message_id(uint8_t type, const void *payload, size_t len, uint8_t out[ENV_MSG_ID_LEN]) {
+  /* Fetching the algorithm is most of the cost of a small digest: do it once
+   * (a read-only cache; nothing else is shared). */
+  static EVP_MD *sha256;
+  if (sha256 == NULL) sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
   EVP_MD_CTX *c = EVP_MD_CTX_new();
   unsigned int n = 0;
-  if (c == NULL || !EVP_DigestInit_ex(c, EVP_sha256(), NULL) || !EVP_DigestUpdate(c, &type, 1) ||
+  if (c == NULL || !EVP_DigestInit_ex(c, sha256, NULL) || !EVP_DigestUpdate(c, &type, 1) ||
       !EVP_DigestUpdate(c, payload, len) || !EVP_DigestFinal_ex(c, out, &n))
     memset(out, 0, ENV_MSG_ID_LEN); /* only on allocation failure: the id then matches nothing */
   EVP_MD_CTX_free(c);

@@ -493,6 +493,10 @@ static const char *skip_string(const char *s, const char *end) {
   s++;
   while (s < end) {
     unsigned char c = (unsigned char)*s;
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') { /* plain ASCII: most of it */
+      s++;
+      continue;
+    }
     if (c == '"') return s + 1;
     if (c < 0x20) return NULL;
     if (c == '\\') {

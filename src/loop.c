@@ -60,6 +60,7 @@ int loop_init(struct loop *l) {
   memset(&info, 0, sizeof info);
   info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
   info.port = CONTEXT_PORT_NO_LISTEN;
+  info.pt_serv_buf_size = 65536; /* read up to 64 KiB per poll, not 4 KiB */
   info.gid = (gid_t)-1;
   info.uid = (uid_t)-1;
   l->ctx = lws_create_context(&info);

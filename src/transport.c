@@ -259,7 +259,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static const struct lws_protocols protocols[] = {
-    {TRANSPORT_SUBPROTOCOL, callback, 0, 65536, 0, NULL, 0},
+    /* Small per-connection receive buffer (memory per idle peer), large
+     * sends (packed batches go out in few writes). */
+    {TRANSPORT_SUBPROTOCOL, callback, 0, 4096, 0, NULL, 65536},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
