@@ -166,6 +166,37 @@ describe("network", function()
     assert.is_true(max_out <= 2)
   end)
 
+  it("drops a peer that does not drain its send queue, and stays bounded", function()
+    local a = H.start()
+    local out = a.dir .. "/stall.out"
+    local pid = sys.spawn({ argv = { "/usr/bin/python3", H.SOURCE .. "/tools/pyclient/attack.py",
+      "stall", "--url", url(a), "--timeout", "20" }, stdout = out, stderr = a.dir .. "/stall.err" })
+    local id = H.wait_for(function()
+      local text = H.read_file(out) or ""
+      return text:match('"established": "(%x+)"')
+    end, 10)
+    assert.truthy(id, "the stalling client did not connect")
+    assert.truthy(H.wait_for(function() return peers(a)[id] end, 5))
+    -- 48 MiB of 16 KiB blocks: the kernel buffers take some, the 8 MiB queue the rest
+    local blob = string.rep("x", 16000)
+    local sent = a:eval(string.format([[
+      local n = 0
+      for i = 1, 3072 do
+        if not network.send_message(%q, {type = "block", data = {i = i, pad = %q}}) then break end
+        n = i
+      end
+      return n]], id, blob))
+    assert.truthy(a:wait_log("code=4009", 10), "sent " .. tostring(sent) .. " blocks")
+    assert.truthy(a:log():find('reason="send queue overflow"', 1, true))
+    assert.is_nil(peers(a)[id])
+    assert.is_true(sent < 3072, "the node kept queueing for a peer that does not read")
+    -- the node is fine and its memory did not run away
+    local rss = tonumber(H.read_file("/proc/" .. a.pid .. "/status"):match("VmRSS:%s+(%d+)"))
+    assert.is_true(rss < 200 * 1024, "VmRSS " .. rss .. " kB")
+    sys.kill(pid, "KILL")
+    sys.wait(pid, 5)
+  end)
+
   it("redials a persistent peer that restarts, with visible backoff", function()
     local b = H.start()
     local b_url = url(b)

@@ -136,7 +136,12 @@ void netmgr_queue(struct netmgr *nm, struct peer *p, struct msgbuf *m) {
   if (p->state == PEER_CLOSING) return;
   int rc = peer_enqueue(p, m);
   if (rc < 0) {
+    char label[64];
+    log_at(LV_WARN, "peer_too_slow", "peer=%s queued_bytes=%zu why=%s",
+           peer_label(p, label, sizeof label), p->q_bytes,
+           "its send queue is full of messages that cannot be shed");
     transport_close(p, 4009, "send queue overflow");
+    netmgr_unestablish(nm, p);
     return;
   }
   if (rc > 0) {

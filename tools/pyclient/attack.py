@@ -779,6 +779,17 @@ async def unsolicited_exchange(ctx):
     return {"open": True, **ctx.extra}
 
 
+@case("stall", "after the handshake, stop reading for --timeout seconds while the node sends "
+               "(expect the node to drop us with 4009 once its send queue for us is full)")
+async def stall(ctx):
+    client = await established(ctx)
+    client.ws.transport.pause_reading()  # the kernel buffers fill, then the node's queue
+    ctx.extra["self"] = client.identity.node_id.hex()
+    print(json.dumps({"established": ctx.extra["self"]}), flush=True)
+    await asyncio.sleep(ctx.timeout)
+    return {"stalled": True, **ctx.extra}
+
+
 # --------------------------------------------------------------------------
 
 
