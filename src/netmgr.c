@@ -198,8 +198,9 @@ static void send_hello(struct netmgr *nm, struct peer *p) {
   buf_appendf(&meta, "{\"version\":");
   json_write_string(&meta, c->metaVersion ? c->metaVersion : "", c->metaVersion ? strlen(c->metaVersion) : 0);
   buf_appendf(&meta, ",\"isValidator\":%s}", c->isValidator ? "true" : "false");
+  long long height = nm->hooks.height ? nm->hooks.height(nm->hooks.ud) : 0;
   hs_hello_write(&b, &nm->me, c->networkId, p->my_nonce, netmgr_wallclock_ms(),
-                 nm->tr.listen_port, nm->tr.tls, meta.data, 0);
+                 nm->tr.listen_port, nm->tr.tls, meta.data, height);
   netmgr_send_json(nm, p, MSG_PEER_HANDSHAKE, &b);
   buf_free(&b);
   buf_free(&meta);
@@ -255,6 +256,7 @@ static double known_score(struct netmgr *nm, const char *id_hex) {
  * its own isValidator claim counts for nothing. */
 bool netmgr_is_validator(const struct netmgr *nm, const struct peer *p) {
   if (!p->hello_received || p->id_hex[0] == '\0') return false;
+  if (nm->hooks.is_validator) return nm->hooks.is_validator(nm->hooks.ud, p->id_hex);
   for (size_t i = 0; i < nm->conf->n_validators; i++)
     if (strcmp(nm->conf->validators[i], p->id_hex) == 0) return true;
   return false;
@@ -307,7 +309,19 @@ void netmgr_reject(struct netmgr *nm, struct peer *p, int type, int code, const 
 }
 
 void netmgr_deliver(struct netmgr *nm, struct peer *p, const struct envelope *e) {
+  netmgr_consumer c = nm->hooks.consume[e->type];
+  if (c && c(nm->hooks.ud, p, e) < 0) return; /* the consumer penalised and logged it */
   if (nm->ev.message && (nm->ev.message_mask & (1u << e->type))) nm->ev.message(nm->ev.ud, p, e);
+}
+
+/* The validator set changed: every connected peer is looked at again. */
+void netmgr_validators_changed(struct netmgr *nm) {
+  for (struct peer *p = nm->peers; p; p = p->next) {
+    if (!p->counted) continue;
+    p->validator = netmgr_is_validator(nm, p);
+    scoring_set_validator(&nm->scoring, p->id_hex, p->validator);
+  }
+  relay_invalidate_modes(&nm->relay);
 }
 
 /* Which of two connections to the same node survives: the one dialled by
@@ -417,6 +431,7 @@ static void finish_handshake(struct netmgr *nm, struct peer *p) {
   log_at(LV_INFO, "peer_connected", "peer=%s direction=%s remote=%s url=%s inbound=%d outbound=%d",
          peer_label(p, label, sizeof label), p->inbound ? "inbound" : "outbound", p->remote,
          p->url[0] ? p->url : "-", nm->n_inbound, nm->n_outbound);
+  if (nm->hooks.peer_ready) nm->hooks.peer_ready(nm->hooks.ud, p);
   if (nm->ev.connected) nm->ev.connected(nm->ev.ud, p);
 }
 

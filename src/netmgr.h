@@ -30,6 +30,25 @@ struct peerstore;
 struct policy_host;
 
 /* What the node wants to hear about (lnetwork.c wires these to Lua). */
+/* The node's own consumers of application messages (chain store, sync,
+ * consensus): C callbacks, called before the Lua listeners, once per message
+ * id. A consumer returns 0, or -1 when the message was bad (the sender is
+ * then penalised with `behavior`). */
+typedef int (*netmgr_consumer)(void *ud, struct peer *p, const struct envelope *e);
+
+/* What the node knows beyond the network (set by the integration layer). */
+struct netmgr_hooks {
+  void *ud;
+  netmgr_consumer consume[MSG_TYPE_COUNT];
+  /* The current chain height, announced in the handshake (NULL: 0). */
+  long long (*height)(void *ud);
+  /* Whether a node id is in the current validator set (NULL: the
+   * configuration's `validators`). */
+  bool (*is_validator)(void *ud, const char *id_hex);
+  /* A peer finished its handshake (its HELLO height is known). */
+  void (*peer_ready)(void *ud, struct peer *p);
+};
+
 struct netmgr_events {
   void *ud;
   void (*connected)(void *ud, struct peer *p);
@@ -75,6 +94,7 @@ struct netmgr {
   struct scoring scoring;
   struct relay relay;
   struct netmgr_events ev;
+  struct netmgr_hooks hooks;
 
   struct peer *peers; /* every connection, any state */
   struct peer **table; /* established peers by id */
@@ -128,6 +148,8 @@ void netmgr_reject(struct netmgr *nm, struct peer *p, int type, int code, const 
 void netmgr_deliver(struct netmgr *nm, struct peer *p, const struct envelope *e);
 /* Records a behaviour of an established peer found misbehaving by C. */
 void netmgr_penalise(struct netmgr *nm, struct peer *p, enum behavior b);
+/* The validator set changed (integration layer): peers are re-evaluated. */
+void netmgr_validators_changed(struct netmgr *nm);
 /* After a policy reload: every known peer is scored again at once. */
 void netmgr_policies_reloaded(struct netmgr *nm);
 
