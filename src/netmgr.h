@@ -166,6 +166,8 @@ struct msgbuf *netmgr_encode(struct netmgr *nm, int type, const char *payload, s
 void netmgr_queue(struct netmgr *nm, struct peer *p, struct msgbuf *m);
 void netmgr_send_json(struct netmgr *nm, struct peer *p, int type, const struct buf *b);
 void netmgr_unestablish(struct netmgr *nm, struct peer *p);
+/* Counts an established peer in and puts it in the id table. */
+void netmgr_table_insert(struct netmgr *nm, struct peer *p);
 bool netmgr_is_validator(const struct netmgr *nm, const struct peer *p);
 /* The URL other nodes can dial p at ("" if unknown): the dialled URL, or for
  * an inbound peer its TCP address with the listenPort of its hello. */
