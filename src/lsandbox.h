@@ -34,7 +34,6 @@ enum lsandbox_status {
 
 /* A pattern whose estimated worst-case matching cost exceeds this is refused
  * by string.find/match/gmatch/gsub (see lsandbox.c, pattern_cost). */
-#define LSANDBOX_PATTERN_LIMIT 1e7
 
 struct lsandbox;
 
@@ -87,9 +86,5 @@ void lsandbox_unproxy(lua_State *L, int idx);
  * strings as they are, tables copied raw (no metamethods) two levels deep,
  * anything else as "<type>". For tests and diagnostics. */
 void lsandbox_copy_out(lua_State *from, int first, int n, lua_State *to);
-
-/* The worst-case step estimate used to guard pattern matching (exposed for
- * tests): subject length `len`, pattern p, anchored honoured unless gmatch. */
-double lsandbox_pattern_cost(size_t len, const char *p, size_t plen, bool honour_anchor);
 
 #endif

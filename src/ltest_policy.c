@@ -24,6 +24,7 @@
 #include <lauxlib.h>
 
 #include "lpolicy.h"
+#include "lpattern.h"
 #include "lsandbox.h"
 #include "ltest.h"
 #include "policy.h"
@@ -326,7 +327,7 @@ static int l_pattern_cost(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   const char *p = luaL_checklstring(L, 2, &plen);
   bool anchor = lua_isnoneornil(L, 3) ? true : lua_toboolean(L, 3);
-  lua_pushnumber(L, lsandbox_pattern_cost((size_t)n, p, plen, anchor));
+  lua_pushnumber(L, lpattern_cost((size_t)n, p, plen, anchor));
   return 1;
 }
 
