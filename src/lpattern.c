@@ -4,9 +4,11 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PATTERN_MAX_LEN 1024
+#define PATTERN_LOOKAHEAD 64
 /*
  * C pattern matching runs no VM instructions, so the count hook cannot stop
  * it; instead the worst case is estimated before matching and refused above

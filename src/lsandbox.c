@@ -29,7 +29,6 @@
 
 #define PROXIES_KEY "bt2c.sandbox.proxies"
 #define HOOK_STEP 1000 /* instructions between two looks at the clock */
-#define PATTERN_LOOKAHEAD 64
 
 enum trip { TRIP_NONE, TRIP_INSTRUCTIONS, TRIP_TIME };
 
