@@ -141,6 +141,11 @@ static int select_targets(struct relay *r, const struct peer *from, const struct
   return k;
 }
 
+/* A queued copy older than messageExpiration is dropped, never sent late. */
+static double expiry(const struct relay *r) {
+  return log_monotonic() + r->conf->messageRelay.messageExpiration / 1000.0;
+}
+
 /* Queues one encoding of e for every target. */
 static int send_to(struct relay *r, struct msgbuf *m, struct peer **targets, int n) {
   uint64_t dropped_before = r->nm->stats.dropped_sends;
@@ -174,6 +179,7 @@ static void forward(struct relay *r, struct peer *from, const struct envelope *e
   if (m == NULL) return;
   env_encode(m->data, &out);
   m->type = e->type;
+  m->expires = expiry(r);
   send_to(r, m, targets, n);
   msgbuf_unref(m);
   r->relayed += (uint64_t)n;
@@ -313,6 +319,7 @@ int relay_broadcast(struct relay *r, int type, const char *payload, size_t len,
   if (m == NULL) return -1;
   env_encode(m->data, &e);
   m->type = (uint8_t)type;
+  m->expires = expiry(r);
   send_to(r, m, targets, n);
   msgbuf_unref(m);
   return n;
