@@ -117,6 +117,7 @@ void scoring_free(struct scoring *sc) {
     struct score *s = sc->table[i];
     while (s) {
       struct score *nx = s->next;
+      if (s->dirty) recompute(sc, s, true); /* counted events are not lost */
       if (s->unsaved) save(sc, s);
       score_free(s);
       s = nx;
@@ -255,11 +256,49 @@ static enum policy_level level_of(const struct policy_scoring_params *p, double 
   return PL_NEUTRAL;
 }
 
+static void remember(const struct scoring *sc, struct score *s, enum behavior b, double delta) {
+  int limit = sc->conf->peerScoring.historyLimit;
+  if (limit <= 0) return;
+  if (s->hist == NULL) {
+    s->hist = calloc((size_t)limit, sizeof *s->hist);
+    if (s->hist == NULL) return;
+  }
+  struct score_event *e = &s->hist[s->hist_pos];
+  e->at = scoring_now();
+  e->behavior = (uint8_t)b;
+  e->delta = (float)delta;
+  e->total = (float)s->total;
+  s->hist_pos = (s->hist_pos + 1) % limit;
+  if (s->hist_n < limit) s->hist_n++;
+}
+
+/* Adds n events of b: one behavior_delta call, its answer times n.
+ * Returns the points added. */
+static double apply(struct scoring *sc, struct score *s, enum behavior b, uint32_t n) {
+  double t0 = log_monotonic();
+  double delta = policy_scoring_behavior_delta(sc->policy, behavior_names[b], s->total);
+  sc->lua_seconds += log_monotonic() - t0;
+  s->behavior = fmin(BEHAVIOR_CAP, s->behavior + delta * n);
+  return delta * n;
+}
+
 /* Computes categories, total and level; a change of level runs the policy's
  * action unless quiet (loading a record is not a crossing). */
 static void recompute(struct scoring *sc, struct score *s, bool quiet) {
   double now = scoring_now();
   decay(sc, s, now);
+  /* Counted events (deliveries) are applied by whichever recompute comes
+   * first, so reading a score never holds them back. */
+  double added[BH_COUNT];
+  bool any = false;
+  for (int b = 0; b < BH_COUNT; b++) {
+    added[b] = 0;
+    if (s->pending[b]) {
+      added[b] = apply(sc, s, (enum behavior)b, s->pending[b]);
+      s->pending[b] = 0;
+      any = true;
+    }
+  }
   double observed = now - s->first_seen;
   double connected = s->connected_s + (s->session_start > 0 ? now - s->session_start : 0);
   struct policy_score_metrics m = {
@@ -285,6 +324,9 @@ static void recompute(struct scoring *sc, struct score *s, bool quiet) {
   if (total != s->total) s->unsaved = true;
   s->total = total;
   s->dirty = false;
+  if (any) /* history holds the total right after, as the header says */
+    for (int b = 0; b < BH_COUNT; b++)
+      if (added[b] != 0) remember(sc, s, (enum behavior)b, added[b]);
   struct policy_scoring_params p;
   policy_scoring_params(sc->policy, &p);
   enum policy_level level = level_of(&p, total);
@@ -330,36 +372,12 @@ static struct score *touch(struct scoring *sc, const char *id) {
   return s;
 }
 
-static void remember(const struct scoring *sc, struct score *s, enum behavior b, double delta) {
-  int limit = sc->conf->peerScoring.historyLimit;
-  if (limit <= 0) return;
-  if (s->hist == NULL) {
-    s->hist = calloc((size_t)limit, sizeof *s->hist);
-    if (s->hist == NULL) return;
-  }
-  struct score_event *e = &s->hist[s->hist_pos];
-  e->at = scoring_now();
-  e->behavior = (uint8_t)b;
-  e->delta = (float)delta;
-  e->total = (float)s->total;
-  s->hist_pos = (s->hist_pos + 1) % limit;
-  if (s->hist_n < limit) s->hist_n++;
-}
-
-/* Adds n events of b: one behavior_delta call, its answer times n. */
-static void apply(struct scoring *sc, struct score *s, enum behavior b, uint32_t n) {
-  double t0 = log_monotonic();
-  double delta = policy_scoring_behavior_delta(sc->policy, behavior_names[b], s->total);
-  sc->lua_seconds += log_monotonic() - t0;
-  s->behavior = fmin(BEHAVIOR_CAP, s->behavior + delta * n);
-  remember(sc, s, b, delta * n);
-}
-
 double scoring_record(struct scoring *sc, const char *id, enum behavior b) {
   struct score *s = touch(sc, id);
   if (s == NULL || (unsigned)b >= BH_COUNT) return NAN;
-  apply(sc, s, b, 1);
+  double delta = apply(sc, s, b, 1);
   scoring_recompute(sc, s); /* at once: a threshold may have been crossed */
+  remember(sc, s, b, delta);
   return s->total;
 }
 
@@ -430,14 +448,6 @@ void scoring_tick(struct scoring *sc) {
   for (unsigned i = 0; i < sc->cap; i++) {
     for (struct score *s = sc->table[i]; s; s = s->next) {
       bool stale = s->session_start > 0 && now - s->decayed_at >= REFRESH_SECONDS;
-      if (s->dirty) {
-        decay(sc, s, now);
-        for (int b = 0; b < BH_COUNT; b++)
-          if (s->pending[b]) {
-            apply(sc, s, (enum behavior)b, s->pending[b]);
-            s->pending[b] = 0;
-          }
-      }
       if (s->dirty || stale) scoring_recompute(sc, s);
       if (s->unsaved) save(sc, s);
     }

@@ -10,7 +10,8 @@ Command line
 
     /usr/bin/python3 tools/pyclient/bt2c_client.py --url ws://127.0.0.1:PORT \\
         --network-id bt2c-mainnet [--send TYPE JSON]... [--ping] [--expect TYPE] \\
-        [--timeout S] [--record FILE] [--mode MODE] [--replay-file FILE]
+        [--timeout S] [--record FILE] [--mode MODE] [--replay-file FILE] \\
+        [--key FILE] [--pong-delay S] [--stay S] [--send-invalid N]
 
 Normal mode connects, completes the handshake as the dialer, sends each --send
 message in order, optionally pings (--ping) and waits for a message of type
@@ -19,10 +20,29 @@ message in order, optionally pings (--ping) and waits for a message of type
     {"established": {"self": "<own node id>", "peer": "<node id>"}}
     {"type": "block", "origin": "<hex>", "data": {...}}      (each message received)
     {"pong": {"rtt_ms": 0.41}}                               (answer to --ping)
+    {"closed": 4010, "reason": "banned"}                     (the node closed the connection)
 
 It exits 0 on success and 1 otherwise, with the reason on stderr (including the
 close code and reason when the node closed the connection). --record FILE saves
 the HELLO and AUTH it sent, for --mode replay.
+
+Options for scoring tests (all in normal mode):
+
+    --key FILE        a persistent identity: the Ed25519 private key (32 bytes, hex) is
+                      read from FILE, or created there (mode 0600) if FILE does not exist,
+                      so that successive runs are the same node id
+    --pong-delay S    answer the node's pings S seconds late (a slow peer)
+    --stay S          after the sends (and --ping), stay connected S seconds, printing
+                      what arrives and answering pings, then close with 1000
+    --send-invalid N  after the --send messages, send N `block` envelopes whose payload is
+                      not JSON (a valid envelope, so the node must answer 4012; it closes
+                      the connection after the first); then print {"closed": CODE,
+                      "reason": "...", "invalid_sent": n} and exit 0 once the node has
+                      closed the connection (1 if it did not within --timeout)
+
+A node that refuses the handshake after its own AUTH (4010 banned, 4003, 4005,
+4006) closes right after it: the handshake looks complete from here ("established"
+is printed), then {"closed": ...} follows.
 
 --mode selects a misbehaviour for negative tests; the tool then prints the
 node's reaction as {"closed": CODE, "reason": "..."} and exits 0 if the node
@@ -55,7 +75,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 # --------------------------------------------------------------------------
 # Constants (§1, §3, §4, §8)
@@ -268,6 +293,30 @@ class Identity:
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
 
+    def private_bytes(self) -> bytes:
+        """The raw 32-byte private key (RFC 8032 seed)."""
+        return self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    @classmethod
+    def load_or_create(cls, path: str) -> "Identity":
+        """The identity kept in `path` (64 hex digits: the private key), created there
+        with mode 0600 if the file does not exist."""
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            identity = cls()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # created by a concurrent run: use that one
+                return cls.load_or_create(path)
+            with os.fdopen(fd, "w") as f:
+                f.write(identity.private_bytes().hex() + "\n")
+            return identity
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+            raise ValueError(f"{path}: not an Ed25519 private key (64 hex digits)")
+        return cls.from_seed(bytes.fromhex(text))
+
 
 # --------------------------------------------------------------------------
 # Handshake (§4)
@@ -407,7 +456,7 @@ class Client:
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  handshake_timeout: float = 5.0, connect_timeout: float = 10.0,
                  on_message: Optional[Callable[[Envelope], None]] = None,
-                 local_addr: Optional[tuple] = None):
+                 local_addr: Optional[tuple] = None, pong_delay: float = 0.0):
         self.url, self.network_id = url, network_id
         self.identity = identity or Identity()
         self.listen_port, self.metadata, self.height = listen_port, metadata, height
@@ -415,6 +464,8 @@ class Client:
         self.handshake_timeout, self.connect_timeout = handshake_timeout, connect_timeout
         self.on_message = on_message
         self.local_addr = local_addr  # (host, port) to dial from, e.g. ("127.0.3.1", 0)
+        self.pong_delay = pong_delay  # seconds to wait before answering a ping
+        self._pong_tasks: set = set()
         self.ws = None
         self.peer: Optional[PeerHello] = None
         self.established = False
@@ -552,11 +603,38 @@ class Client:
             await self.close(e.code, e.reason)
             raise
         if env.type == TYPE_CODES["peer_ping"] and data.get("pong") is False:
-            await self.send("peer_ping", {"nonce": data.get("nonce"), "pong": True})
+            pong = {"nonce": data.get("nonce"), "pong": True}
+            if self.pong_delay > 0:
+                task = asyncio.get_running_loop().create_task(self._pong_later(pong))
+                self._pong_tasks.add(task)
+                task.add_done_callback(self._pong_tasks.discard)
+            else:
+                await self.send("peer_ping", pong)
         self.received.append(env)
         if self.on_message:
             self.on_message(env)
         return env
+
+    async def _pong_later(self, pong: dict) -> None:
+        await asyncio.sleep(self.pong_delay)
+        try:
+            await self.send("peer_ping", pong)
+        except ConnectionClosedError:
+            pass  # closed meanwhile; recv() reports it
+
+    async def stay(self, seconds: float) -> None:
+        """Receives (answering pings) for `seconds`."""
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    await self.recv()
+        except TimeoutError:
+            pass
+
+    async def send_invalid(self, type_name="block", payload: bytes = b"this is not JSON {") -> None:
+        """One well-formed envelope (its id matches) whose payload is not JSON."""
+        env = Envelope(type=type_code(type_name), origin=self.identity.node_id, payload=payload)
+        await self.send_raw(env.encode())
 
     async def expect(self, type_name, timeout: float,
                      match: Callable[[Envelope], bool] = lambda env: True) -> Envelope:
@@ -592,7 +670,9 @@ def emit(obj) -> None:
 
 
 async def run_normal(args) -> int:
-    client = Client(args.url, args.network_id, on_message=lambda env: emit(message_json(env)))
+    client = Client(args.url, args.network_id, args.identity,
+                    on_message=lambda env: emit(message_json(env)),
+                    pong_delay=args.pong_delay)
     await client.open()
     try:
         peer = await client.handshake()
@@ -603,14 +683,19 @@ async def run_normal(args) -> int:
                 json.dump({"hello": hello.hex(), "auth": auth.hex()}, f)
         for type_name, data in args.send:
             await client.send(type_name, data)
+        if args.send_invalid:
+            return await send_invalid(client, args)
         if args.ping:
             rtt = await client.ping(args.timeout)
             emit({"pong": {"rtt_ms": round(rtt, 3)}})
         if args.expect and not any(env.type_name == args.expect for env in client.received):
             await client.expect(args.expect, args.timeout)
+        if args.stay:
+            await client.stay(args.stay)
         await client.close(CLOSE_NORMAL, "done")
         return 0
     except ConnectionClosedError as e:
+        emit({"closed": e.code, "reason": e.reason})
         fail(f"the node closed the connection: code {e.code}, reason {e.reason!r}")
     except HandshakeError as e:
         fail(f"handshake failed, closed with {e.code}: {e.reason}")
@@ -622,6 +707,32 @@ async def run_normal(args) -> int:
         await client.close(CLOSE_NORMAL, "timeout")
         fail(f"timed out after {args.timeout} s waiting for {args.expect or 'a pong'}")
     return 1
+
+
+async def send_invalid(client: Client, args) -> int:
+    """--send-invalid N: up to N non-JSON payloads, then the node's close."""
+    sent = 0
+    try:
+        for _ in range(args.send_invalid):
+            await client.send_invalid()
+            sent += 1
+            # Give the node's close frame time to arrive before sending more: data
+            # sent after the node closed makes its TCP stack reset the connection,
+            # and a reset discards the close frame before we can read it.
+            try:
+                await asyncio.wait_for(asyncio.shield(client.ws.wait_closed()), 0.2)
+                break
+            except TimeoutError:
+                pass
+    except ConnectionClosedError:
+        pass  # closed after the first (or refused before it): wait_closed() reports it
+    closed = await client.wait_closed(args.timeout)
+    if closed is None:
+        await client.close(CLOSE_NORMAL, "test over")
+        fail(f"--send-invalid: the node did not close the connection within {args.timeout} s")
+        return 1
+    emit({"closed": closed[0], "reason": closed[1], "invalid_sent": sent})
+    return 0
 
 
 async def misbehave(client: Client, args) -> None:
@@ -675,7 +786,17 @@ def parse_args(argv):
     p.add_argument("--mode", choices=["normal", "bad-signature", "replay", "wrong-network",
                                       "no-handshake"], default="normal")
     p.add_argument("--replay-file", metavar="FILE", help="file written by --record")
+    p.add_argument("--key", metavar="FILE",
+                   help="persistent identity: load the private key from FILE, or create it (0600)")
+    p.add_argument("--pong-delay", type=float, default=0.0, metavar="S",
+                   help="answer the node's pings S seconds late")
+    p.add_argument("--stay", type=float, default=0.0, metavar="S",
+                   help="stay connected S seconds (answering pings), then close")
+    p.add_argument("--send-invalid", type=int, default=0, metavar="N",
+                   help="send N block envelopes whose payload is not JSON, report the close")
     args = p.parse_args(argv)
+    if args.pong_delay < 0 or args.stay < 0 or args.send_invalid < 0:
+        p.error("--pong-delay, --stay and --send-invalid must not be negative")
     if args.mode == "replay" and not args.replay_file:
         p.error("--mode replay needs --replay-file")
     for t in [args.expect] + [t for t, _ in args.send]:
@@ -695,6 +816,11 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     runner = run_normal if args.mode == "normal" else run_misbehaving
+    try:
+        args.identity = Identity.load_or_create(args.key) if args.key else None
+    except (OSError, ValueError) as e:
+        fail(f"--key: {e}")
+        return 1
     try:
         return asyncio.run(runner(args))
     except (OSError, TimeoutError, InvalidHandshake) as e:  # from Client.open()
