@@ -9,6 +9,9 @@ local M = {
   mode = mr.relayMode,
   -- Minimum total score of a peer in selective mode (messageRelay.relayThreshold).
   threshold = mr.relayThreshold,
+  -- Selective mode sends each message to at most this many peers, the best
+  -- scored first: about fanout - 1 duplicates per delivery (docs/TESTNET.md).
+  fanout = 3,
 }
 
 local consensus = {

@@ -40,11 +40,35 @@ describe("relay target choice", function()
   it("SELECTIVE falls back to the best few not below neutral when nobody qualifies", function()
     local c = { { id = id("a"), score = 10 }, { id = id("b"), score = 40 }, { id = id("c"), score = -5 },
       { id = id("d"), score = 30 }, { id = id("e"), score = 20 } }
-    local got = choose("selective", { candidates = c })
-    table.sort(got)
-    local want = { id("b"), id("d"), id("e") }
-    table.sort(want)
-    assert.same(want, got)
+    -- three of the four not below neutral, at random; never the negative one
+    local seen = {}
+    for _ = 1, 50 do
+      local got = choose("selective", { candidates = c })
+      assert.equal(3, #got)
+      for _, x in ipairs(got) do
+        assert.are_not.equal(id("c"), x)
+        seen[x] = true
+      end
+    end
+    assert.truthy(seen[id("a")] and seen[id("b")] and seen[id("d")] and seen[id("e")],
+      "every eligible peer gets its turn")
+  end)
+
+  it("SELECTIVE sends to at most fanout qualifying peers, trusted first, picked at random", function()
+    local c = {}
+    for i = 1, 6 do c[i] = { id = id(string.char(64 + i)), score = 50 + i * 5 } end -- 55..80
+    local picked = {}
+    for _ = 1, 60 do
+      local list = bt2c.relay_select({ mode = "selective", threshold = 50, trusted = 75,
+        neutral = 0, fanout = 3, origin = id("O"), candidates = c })
+      assert.equal(3, #list)
+      -- the trusted ones (75, 80) always come first
+      local firsts = { list[1], list[2] }
+      table.sort(firsts)
+      assert.same({ 5, 6 }, firsts)
+      picked[list[3]] = true
+    end
+    for i = 1, 4 do assert.truthy(picked[i], "peer " .. i .. " was never picked") end
   end)
 
   it("VALIDATOR_ONLY sends only to validators", function()

@@ -75,7 +75,11 @@ static int l_relay_select(lua_State *L) {
   how.trusted = luaL_optnumber(L, -1, 75);
   lua_getfield(L, 1, "neutral");
   how.neutral = luaL_optnumber(L, -1, 0);
-  lua_pop(L, 4);
+  lua_getfield(L, 1, "fanout");
+  how.fanout = (int)luaL_optinteger(L, -1, 3);
+  lua_pop(L, 5);
+  static uint64_t rng = 42; /* test binding only */
+  how.rng = &rng;
 
   struct envelope e;
   memset(&e, 0, sizeof e);

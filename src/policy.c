@@ -414,6 +414,7 @@ static void tunables_defaults(struct tunables *t, const struct lpolicy_config *c
   memcpy(t->behaviors, policy_behavior_seed, sizeof t->behaviors);
   t->mode = cfg->relay_mode;
   t->threshold = cfg->relay_threshold;
+  t->fanout = 3;
 }
 
 static char *read_file(const char *path, size_t *len, char *err, size_t cap) {
@@ -699,6 +700,23 @@ void policy_push_stats(lua_State *L, const struct policy_host *h) {
   }
 }
 
+void policy_stats_each(const struct policy_host *h,
+                       void (*fn)(const char *hook, const struct policy_hook_counters *c,
+                                  void *ud),
+                       void *ud) {
+  const struct generation *g = h->gen;
+  if (g == NULL) return;
+  for (int i = 0; i < PH_N; i++) {
+    const struct hook_stats *s = &h->stats[i];
+    struct policy_hook_counters c = {
+        .calls = s->calls, .errors = s->errors, .timeouts = s->timeouts, .oom = s->oom,
+        .bad_returns = s->bad_returns, .defaulted = s->defaulted, .time_ms = s->time_ms,
+        .defined = g->ref[i] != LUA_NOREF, .disabled = s->disabled,
+        .memory = lsandbox_memory(g->sb[policy_hook_defs[i].file])};
+    fn(policy_hook_defs[i].full, &c, ud);
+  }
+}
+
 void policy_push_errors(lua_State *L, const struct policy_host *h) {
   lua_createtable(L, (int)h->last_errors.n, 0);
   for (size_t i = 0; i < h->last_errors.n; i++) {
@@ -831,6 +849,11 @@ enum relay_mode policy_relay_select_mode(struct policy_host *h, const char *msg_
   if (policy_call(h, &iv)) return iv.mode;
   struct tunables tmp;
   return active(h, &tmp)->mode;
+}
+
+int policy_relay_fanout(const struct policy_host *h) {
+  struct tunables tmp;
+  return active(h, &tmp)->fanout;
 }
 
 double policy_relay_threshold(const struct policy_host *h) {

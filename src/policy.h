@@ -60,6 +60,22 @@ int policy_check_dir(const struct policy_limits *limits, const char *config_lite
  * ("file:line" of the hook) and last_error. Empty before the first load. */
 void policy_push_stats(lua_State *L, const struct policy_host *h);
 
+/* The per-hook counters of policy_push_stats for C readers (metrics), with
+ * no Lua state involved. */
+struct policy_hook_counters {
+  unsigned long calls, errors, timeouts, oom, bad_returns, defaulted;
+  double time_ms;
+  bool defined;  /* the policy has the hook */
+  bool disabled; /* switched off after too many consecutive failures */
+  size_t memory; /* bytes of the state of the hook's file */
+};
+/* Calls fn once per hook, keyed "file.hook" as in policy_push_stats, in a
+ * fixed order; not at all before the first load. */
+void policy_stats_each(const struct policy_host *h,
+                       void (*fn)(const char *hook, const struct policy_hook_counters *c,
+                                  void *ud),
+                       void *ud);
+
 /* [-0, +1, m] Pushes the problems of the last reload attempt as an array of
  * "file:line: message" strings (empty after a successful reload). */
 void policy_push_errors(lua_State *L, const struct policy_host *h);
@@ -150,6 +166,8 @@ struct policy_relay_situation {
 enum relay_mode policy_relay_select_mode(struct policy_host *h, const char *msg_type,
                                          const struct policy_relay_situation *s);
 double policy_relay_threshold(const struct policy_host *h);
+/* SELECTIVE sends a message to at most this many peers (relay.lua `fanout`). */
+int policy_relay_fanout(const struct policy_host *h);
 /* The relay policy's `mode` tunable (messageRelay.relayMode by default). */
 enum relay_mode policy_relay_mode(const struct policy_host *h);
 

@@ -27,7 +27,7 @@ const struct policy_hook_def policy_hook_defs[PH_N] = {
 const char *const policy_tunable_keys[PF_N][5] = {
     {"min_protocol", "max_protocol", "max_clock_skew_ms", NULL},
     {"weights", "thresholds", "behaviors", "ban_seconds", NULL},
-    {"mode", "threshold", NULL},
+    {"mode", "threshold", "fanout", NULL},
 };
 
 const char *const policy_behavior_names[N_BEHAVIORS + 1] = {
@@ -359,6 +359,8 @@ static void check_relay(struct check_ctx *c, lua_State *L, int m, struct tunable
   }
   lua_pop(L, 1);
   check_number(c, L, m, NULL, "threshold", -100, 100, false, &t->threshold);
+  double fanout = t->fanout;
+  if (check_number(c, L, m, NULL, "fanout", 1, 64, true, &fanout)) t->fanout = (int)fanout;
 }
 
 /* Protected: 1 the check_ctx, 2 what the file returned. */

@@ -39,6 +39,7 @@ struct tunables {
   double behaviors[N_BEHAVIORS];
   enum relay_mode mode;
   double threshold;
+  int fanout; /* SELECTIVE: peers per message at most */
 };
 
 struct generation {

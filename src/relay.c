@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "json.h"
 #include "log.h"
 #include "netmgr.h"
@@ -33,6 +35,7 @@ int relay_init(struct relay *r, struct netmgr *nm, const struct conf *c) {
   memset(r, 0, sizeof *r);
   r->nm = nm;
   r->conf = c;
+  RAND_bytes((unsigned char *)&r->rng, sizeof r->rng);
   return seen_init(&r->seen, c->messageRelay.seenCacheSize,
                    c->messageRelay.messageExpiration / 1000.0);
 }
@@ -69,6 +72,17 @@ static bool on_path(const struct envelope *e, const uint8_t id[ENV_NODE_ID_LEN])
   return false;
 }
 
+#define MAX_SELECT 1024
+
+static uint64_t next_random(uint64_t *state) { /* xorshift64* */
+  uint64_t x = *state ? *state : 0x9e3779b97f4a7c15ULL;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *state = x;
+  return x * 2685821657736338717ULL;
+}
+
 static bool eligible(const struct relay_candidate *c, const struct envelope *e) {
   return !c->from && memcmp(c->id, e->origin, ENV_NODE_ID_LEN) != 0 && !on_path(e, c->id);
 }
@@ -87,24 +101,30 @@ int relay_select(const struct relay_candidate *c, int n, const struct envelope *
       return k;
     case RELAY_SELECTIVE: break;
   }
-  /* trusted first, then the rest at or above the threshold */
-  for (int pass = 0; pass < 2; pass++)
-    for (int i = 0; i < n && k < cap; i++) {
+  /* A random `fanout` of the eligible peers at or above the threshold,
+   * trusted ones first; when none qualifies, as in a young network, a random
+   * few not below neutral. Random, so no peer is left out message after
+   * message (a fixed "best few" would starve the others of everything). */
+  int limit = how->fanout > 0 ? how->fanout : SELECTIVE_FALLBACK;
+  if (limit > cap) limit = cap;
+  for (int pass = 0; pass < 3 && k < limit; pass++) {
+    if (pass == 2 && k) break; /* the fallback only when nobody qualified */
+    int pool[MAX_SELECT];
+    int m = 0;
+    for (int i = 0; i < n && m < MAX_SELECT; i++) {
+      if (!eligible(&c[i], e)) continue;
       bool trusted = c[i].score >= how->trusted;
-      if (eligible(&c[i], e) && c[i].score >= how->threshold && (pass == 0) == trusted) out[k++] = i;
+      bool ok = pass == 0 ? trusted
+              : pass == 1 ? !trusted && c[i].score >= how->threshold
+                          : c[i].score >= how->neutral;
+      if (ok) pool[m++] = i;
     }
-  if (k) return k;
-  /* nobody qualifies: the best few not below neutral */
-  for (int i = 0; i < n; i++) {
-    if (!eligible(&c[i], e) || c[i].score < how->neutral) continue;
-    if (k < SELECTIVE_FALLBACK && k < cap) {
-      out[k++] = i;
-      continue;
+    int want = pass == 2 ? (SELECTIVE_FALLBACK < limit ? SELECTIVE_FALLBACK : limit) : limit;
+    while (m > 0 && k < want) { /* partial Fisher-Yates */
+      int j = (int)(next_random(how->rng) % (uint64_t)m);
+      out[k++] = pool[j];
+      pool[j] = pool[--m];
     }
-    int worst = 0;
-    for (int j = 1; j < k; j++)
-      if (c[out[j]].score < c[out[worst]].score) worst = j;
-    if (k && c[i].score > c[out[worst]].score) out[worst] = i;
   }
   return k;
 }
@@ -134,12 +154,15 @@ static int select_targets(struct relay *r, const struct peer *from, const struct
   }
   struct policy_scoring_params sp;
   policy_scoring_params(nm->policy, &sp);
-  struct relay_choice how = {m, policy_relay_threshold(nm->policy), sp.trusted, sp.neutral};
+  struct relay_choice how = {m, policy_relay_threshold(nm->policy),
+                             policy_relay_fanout(nm->policy), sp.trusted, sp.neutral, &r->rng};
   int idx[MAX_TARGETS];
   int k = relay_select(cand, n, e, &how, idx, cap < MAX_TARGETS ? cap : MAX_TARGETS);
   for (int i = 0; i < k; i++) out[i] = peers[idx[i]];
   return k;
 }
+
+static void forward(struct relay *r, struct peer *from, const struct envelope *e);
 
 /* A queued copy older than messageExpiration is dropped, never sent late. */
 static double expiry(const struct relay *r) {
@@ -256,9 +279,20 @@ int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) 
   double now = log_monotonic();
   r->received++;
   r->by_type[e->type].received++;
-  if (seen_contains(&r->seen, e->id, now)) {
+  struct seen_entry *known = seen_lookup(&r->seen, e->id, now);
+  if (known) {
     r->duplicates++;
     r->by_type[e->type].duplicates++;
+    /* The first copy may have come the long way and stopped at the hop
+     * limit; a copy with hops to spare carries it on (once per better
+     * copy, so this cannot loop). */
+    if (known->stopped && e->hops < known->hops && (e->flags & ENV_F_RELAY) &&
+        e->hops < r->conf->messageRelay.maxRelayHops) {
+      known->hops = e->hops;
+      known->stopped = false;
+      r->rescued++;
+      forward(r, p, e);
+    }
     if (e->type == MSG_BLOCK) scoring_block(&nm->scoring, p->score, DELIVERY_DUPLICATE);
     else if (e->type == MSG_TRANSACTION) scoring_transaction(&nm->scoring, p->score, DELIVERY_DUPLICATE);
     return 0;
@@ -278,6 +312,8 @@ int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) 
     return -1;
   }
   seen_check_insert(&r->seen, e->id, now, p->serial, NULL);
+  struct seen_entry *entry = seen_lookup(&r->seen, e->id, now);
+  if (entry) entry->hops = e->hops;
   if ((e->flags & ENV_F_RELAY) && !relayable(e->type)) {
     r->dropped[DROP_NOT_RELAYABLE]++;
     netmgr_reject(nm, p, e->type, 1002, "relay flag on a type that is never relayed");
@@ -294,7 +330,10 @@ int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) 
     netmgr_deliver(nm, p, e);
     if (e->target && e->type != MSG_RELAY) send_receipt(r, e);
   }
-  if ((e->flags & ENV_F_RELAY) || (e->target && !for_me)) forward(r, p, e);
+  if ((e->flags & ENV_F_RELAY) || (e->target && !for_me)) {
+    if (e->hops >= r->conf->messageRelay.maxRelayHops && entry) entry->stopped = true;
+    forward(r, p, e);
+  }
   return 0;
 }
 

@@ -63,6 +63,8 @@ struct relay {
   double modes_at;
   struct relay_type_stats by_type[MSG_TYPE_COUNT];
   uint64_t received, delivered, relayed, duplicates, dropped[DROP_COUNT];
+  uint64_t rescued; /* later copies forwarded because the first stopped at the hop limit */
+  uint64_t rng;     /* for SELECTIVE's random choice of targets */
   uint64_t direct_sent, direct_delivered, direct_failed;
   struct relay_direct direct[RELAY_MAX_DIRECT];
   /* Called when a direct message this node sent is delivered or fails. */
@@ -116,7 +118,9 @@ struct relay_candidate {
 struct relay_choice {
   enum relay_mode mode;
   double threshold; /* SELECTIVE */
+  int fanout;       /* SELECTIVE: at most this many targets */
   double trusted, neutral;
+  uint64_t *rng;    /* SELECTIVE picks at random: xorshift state, never 0 */
 };
 int relay_select(const struct relay_candidate *c, int n, const struct envelope *e,
                  const struct relay_choice *how, int *out, int cap);

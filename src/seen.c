@@ -58,6 +58,11 @@ bool seen_contains(const struct seen *s, const uint8_t id[SEEN_ID_LEN], double n
   return i != SEEN_NONE && now < s->ring[i].at + s->ttl;
 }
 
+struct seen_entry *seen_lookup(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now) {
+  uint32_t i = find(s, id);
+  return (i != SEEN_NONE && now < s->ring[i].at + s->ttl) ? &s->ring[i] : NULL;
+}
+
 bool seen_check_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now, uint32_t from,
                        uint32_t *first_from) {
   uint32_t i = find(s, id);
@@ -83,6 +88,8 @@ bool seen_check_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now
   memcpy(e->id, id, SEEN_ID_LEN);
   e->at = now;
   e->from = from;
+  e->hops = 0;
+  e->stopped = false;
   uint32_t b = bucket_of(s, id);
   e->next = s->buckets[b];
   s->buckets[b] = slot;

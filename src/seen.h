@@ -25,6 +25,8 @@ struct seen_entry {
   double at;     /* when first seen (monotonic seconds) */
   uint32_t next; /* bucket chain, SEEN_NONE at the end */
   uint32_t from; /* caller's tag, e.g. which peer delivered it first */
+  uint8_t hops;  /* caller's note: the fewest hops it arrived with */
+  bool stopped;  /* caller's note: that copy could not travel further */
 };
 
 struct seen {
@@ -44,6 +46,8 @@ void seen_free(struct seen *s);
 bool seen_check_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now, uint32_t from,
                        uint32_t *first_from);
 bool seen_contains(const struct seen *s, const uint8_t id[SEEN_ID_LEN], double now);
+/* The live entry for id, or NULL (the caller may update hops/stopped). */
+struct seen_entry *seen_lookup(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now);
 /* Drops every expired entry (oldest first). Returns how many. */
 uint32_t seen_sweep(struct seen *s, double now);
 
