@@ -86,6 +86,14 @@ static int l_get_stats(lua_State *L) {
   set_int(L, "delivered", r->direct_delivered);
   set_int(L, "failed", r->direct_failed);
   lua_setfield(L, -2, "direct");
+  lua_createtable(L, 0, 5);
+  set_int(L, "announced", r->pull.announced);
+  set_int(L, "requests", r->pull.wants_sent);
+  set_int(L, "requested", r->pull.wanted_ids);
+  set_int(L, "served", r->pull.served);
+  set_int(L, "misses", r->pull.misses);
+  lua_setfield(L, -2, "pull");
+  set_int(L, "rescued", r->rescued);
   lua_createtable(L, 0, 3);
   set_int(L, "size", r->seen.count);
   set_int(L, "capacity", r->seen.cap);

@@ -65,6 +65,7 @@ void peer_free(struct peer *p) {
   for (int c = 0; c < PC_COUNT; c++) q_clear(&p->q[c]);
   buf_free(&p->rx);
   hs_hello_free(&p->hello);
+  free(p->have);
   free(p);
 }
 

@@ -74,6 +74,8 @@ struct peer {
   bool counted;    /* established and counted in netmgr's table and totals */
   struct score *score; /* its scoring record while established */
   bool validator;      /* its proven key is in the validator set */
+  uint8_t (*have)[ENV_MSG_ID_LEN]; /* ids to announce to it (pull.c), lazily allocated */
+  uint16_t n_have;
   enum peer_state state;
   char remote[64];      /* "ip:port" of the TCP connection */
   char url[128];        /* outbound: the dialled URL; inbound: advertised ws://ip:listenPort */

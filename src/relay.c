@@ -31,16 +31,29 @@ static bool relayable(int type) {
          type == MSG_CONSENSUS_PROPOSAL || type == MSG_VALIDATOR_SET;
 }
 
+/* Envelopes stay fetchable for announcements this long. */
+#define PULL_WINDOW 5.0
+#define PULL_CACHE 8192
+#define PULL_CACHE_BYTES (32u << 20)
+
 int relay_init(struct relay *r, struct netmgr *nm, const struct conf *c) {
   memset(r, 0, sizeof *r);
   r->nm = nm;
   r->conf = c;
   RAND_bytes((unsigned char *)&r->rng, sizeof r->rng);
-  return seen_init(&r->seen, c->messageRelay.seenCacheSize,
-                   c->messageRelay.messageExpiration / 1000.0);
+  if (pull_init(&r->pull, PULL_CACHE, PULL_CACHE_BYTES, PULL_WINDOW) != 0) return -1;
+  if (seen_init(&r->seen, c->messageRelay.seenCacheSize,
+                c->messageRelay.messageExpiration / 1000.0) != 0) {
+    pull_free(&r->pull);
+    return -1;
+  }
+  return 0;
 }
 
-void relay_free(struct relay *r) { seen_free(&r->seen); }
+void relay_free(struct relay *r) {
+  pull_free(&r->pull);
+  seen_free(&r->seen);
+}
 
 void relay_invalidate_modes(struct relay *r) { r->modes_valid = false; }
 
@@ -164,6 +177,26 @@ static int select_targets(struct relay *r, const struct peer *from, const struct
 
 static void forward(struct relay *r, struct peer *from, const struct envelope *e);
 
+/* SELECTIVE sent m to `targets` only: the other eligible peers hear of its
+ * id (they fetch it if they lack it), and m stays fetchable for a while. */
+static void announce_rest(struct relay *r, const struct peer *from, const struct envelope *e,
+                          struct peer **targets, int n, struct msgbuf *m) {
+  struct netmgr *nm = r->nm;
+  double now = log_monotonic();
+  bool any = false;
+  for (struct peer *q = nm->peers; q; q = q->next) {
+    if (!q->counted || q == from || memcmp(q->id, e->origin, ENV_NODE_ID_LEN) == 0 ||
+        on_path(e, q->id))
+      continue;
+    bool chosen = false;
+    for (int i = 0; i < n && !chosen; i++) chosen = targets[i] == q;
+    if (chosen) continue;
+    pull_announce(&r->pull, nm, q, e->id);
+    any = true;
+  }
+  if (any) pull_remember(&r->pull, e->id, m, now);
+}
+
 /* A queued copy older than messageExpiration is dropped, never sent late. */
 static double expiry(const struct relay *r) {
   return log_monotonic() + r->conf->messageRelay.messageExpiration / 1000.0;
@@ -187,6 +220,7 @@ static void forward(struct relay *r, struct peer *from, const struct envelope *e
   struct peer *targets[MAX_TARGETS];
   enum relay_mode mode = e->target ? RELAY_FLOOD : relay_mode_of(r, e->type);
   int n = select_targets(r, from, e, mode, targets, MAX_TARGETS);
+  bool announce = mode == RELAY_SELECTIVE && e->target == NULL;
   if (n == 0) {
     r->dropped[DROP_NO_TARGET]++;
     return;
@@ -204,6 +238,11 @@ static void forward(struct relay *r, struct peer *from, const struct envelope *e
   m->type = e->type;
   m->expires = expiry(r);
   send_to(r, m, targets, n);
+  if (announce) {
+    struct envelope view; /* the forwarded form: its path includes this node */
+    const char *why;
+    if (env_decode(m->data, m->len, &view, &why)) announce_rest(r, from, &view, targets, n, m);
+  }
   msgbuf_unref(m);
   r->relayed += (uint64_t)n;
   r->by_type[e->type].relayed += (uint64_t)n;
@@ -277,6 +316,14 @@ static void send_receipt(struct relay *r, const struct envelope *e) {
 int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) {
   struct netmgr *nm = r->nm;
   double now = log_monotonic();
+  if (e->type == MSG_RELAY && e->target == NULL) { /* announcements and requests */
+    int rc = pull_on_message(&r->pull, nm, &r->seen, p, e, now);
+    if (rc < 0) {
+      netmgr_reject(nm, p, e->type, 4012, "malformed have/want list");
+      return -1;
+    }
+    if (rc > 0) return 0;
+  }
   r->received++;
   r->by_type[e->type].received++;
   struct seen_entry *known = seen_lookup(&r->seen, e->id, now);
@@ -352,7 +399,8 @@ int relay_broadcast(struct relay *r, int type, const char *payload, size_t len,
   if (id) memcpy(id, e.id, ENV_MSG_ID_LEN);
   seen_check_insert(&r->seen, e.id, log_monotonic(), 0, NULL); /* echoes are duplicates */
   struct peer *targets[MAX_TARGETS];
-  int n = select_targets(r, NULL, &e, relay_mode_of(r, type), targets, MAX_TARGETS);
+  enum relay_mode mode = relay_mode_of(r, type);
+  int n = select_targets(r, NULL, &e, mode, targets, MAX_TARGETS);
   if (n == 0) return 0;
   struct msgbuf *m = msgbuf_new(env_wire_len(0, 0, len));
   if (m == NULL) return -1;
@@ -360,6 +408,7 @@ int relay_broadcast(struct relay *r, int type, const char *payload, size_t len,
   m->type = (uint8_t)type;
   m->expires = expiry(r);
   send_to(r, m, targets, n);
+  if (mode == RELAY_SELECTIVE) announce_rest(r, NULL, &e, targets, n, m);
   msgbuf_unref(m);
   return n;
 }
@@ -392,6 +441,7 @@ int relay_send_direct(struct relay *r, const uint8_t target[ENV_NODE_ID_LEN], in
 }
 
 void relay_tick(struct relay *r, double now) {
+  pull_flush(&r->pull, r->nm, now);
   if (now >= r->next_sweep) {
     r->next_sweep = now + r->conf->messageRelay.cleanupInterval / 1000.0;
     seen_sweep(&r->seen, now);

@@ -24,6 +24,7 @@
 
 #include "conf.h"
 #include "envelope.h"
+#include "pull.h"
 #include "seen.h"
 
 struct netmgr;
@@ -57,6 +58,7 @@ struct relay {
   struct netmgr *nm;
   const struct conf *conf;
   struct seen seen;
+  struct pull pull; /* SELECTIVE: announce to the peers left out, serve their requests */
   double next_sweep;
   enum relay_mode modes[MSG_TYPE_COUNT];
   bool modes_valid;
