@@ -707,6 +707,10 @@ M.schema = section({
                 credential = "bt2c-turn-credential" } }, "{urls, username, credential} tables") },
     { "preferredMethod", enum("stun", { "stun", "turn", "host" }) },
     { "candidatePreference", enum("srflx", { "host", "srflx", "relay", "priority" }) },
+    -- not in the seed: STUN timing (RFC 8489 6.2.1 defaults)
+    { "stunRto", int(500, 10, 60000) },
+    { "stunRetransmissions", int(7, 1, 16) },
+    { "stunRefreshInterval", int(300000, 1000, 86400000) },
   }) },
   -- MessageRelay (seed)
   { "messageRelay", section({

@@ -14,10 +14,12 @@ local M = {
   fanout = 3,
 }
 
+-- Consensus traffic is for validators. A new validator set is not: every
+-- node must learn it (including a validator it removes), so it travels in
+-- the configured mode.
 local consensus = {
   consensus_vote = true,
   consensus_proposal = true,
-  validator_set = true,
 }
 
 -- msg_type: "block", "consensus_vote", ...; situation: {peers, validators,

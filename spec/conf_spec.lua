@@ -47,6 +47,9 @@ local function seed_defaults(base)
                         credential = "bt2c-turn-credential" } },
       preferredMethod = "stun",
       candidatePreference = "srflx",
+      stunRto = 500, -- ours, not the seed's (RFC 8489 timing)
+      stunRetransmissions = 7,
+      stunRefreshInterval = 300000,
     },
     messageRelay = {
       maxRelayHops = 3,

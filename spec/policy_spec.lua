@@ -125,7 +125,7 @@ describe("policy host", function()
     -- relay: consensus traffic goes to validators when there are some
     assert.equal("validator_only", h:select_mode("consensus_vote", { validators = 2 }))
     assert.equal("validator_only", h:select_mode("consensus_proposal", { validators = 1 }))
-    assert.equal("validator_only", h:select_mode("validator_set", { validators = 1 }))
+    assert.equal("selective", h:select_mode("validator_set", { validators = 1 }))
     assert.equal("selective", h:select_mode("consensus_vote", { validators = 0 }))
     assert.equal("selective", h:select_mode("block", { validators = 5 }))
     assert.equal("selective", h:select_mode("transaction", { peers = 9 }))

@@ -35,8 +35,10 @@ static void send_hello(struct netmgr *nm, struct peer *p) {
   json_write_string(&meta, c->metaVersion ? c->metaVersion : "", c->metaVersion ? strlen(c->metaVersion) : 0);
   buf_appendf(&meta, ",\"isValidator\":%s}", c->isValidator ? "true" : "false");
   long long height = nm->hooks.height ? nm->hooks.height(nm->hooks.ud) : 0;
+  struct cand cands[CAND_MAX];
+  int nc = nm->hooks.candidates ? nm->hooks.candidates(nm->hooks.candidates_ud, cands, CAND_MAX) : 0;
   hs_hello_write(&b, &nm->me, c->networkId, p->my_nonce, netmgr_wallclock_ms(),
-                 nm->tr.listen_port, nm->tr.tls, meta.data, height);
+                 nm->tr.listen_port, nm->tr.tls, meta.data, height, cands, nc);
   netmgr_send_json(nm, p, MSG_PEER_HANDSHAKE, &b);
   buf_free(&b);
   buf_free(&meta);

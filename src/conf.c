@@ -275,6 +275,9 @@ static void conf_fill(lua_State *L, int t, struct conf *c) {
   lua_pop(L, 1);
   c->natTraversal.preferredMethod = conf_str(L, s, "preferredMethod", false);
   c->natTraversal.candidatePreference = conf_str(L, s, "candidatePreference", false);
+  c->natTraversal.stunRto = (int)conf_int(L, s, "stunRto", 10, 60000);
+  c->natTraversal.stunRetransmissions = (int)conf_int(L, s, "stunRetransmissions", 1, 16);
+  c->natTraversal.stunRefreshInterval = (int)conf_int(L, s, "stunRefreshInterval", 1000, 86400000);
   lua_pop(L, 1);
 
   s = conf_sub(L, t, "messageRelay");

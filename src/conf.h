@@ -70,6 +70,9 @@ struct conf {
     size_t n_turnServers;
     char *preferredMethod;     /* "stun" | "turn" | "host" */
     char *candidatePreference; /* "host" | "srflx" | "relay" | "priority" */
+    int stunRto;               /* ms, first retransmission timeout */
+    int stunRetransmissions;   /* requests per STUN transaction */
+    int stunRefreshInterval;   /* ms between discovery rounds */
   } natTraversal;
 
   struct {

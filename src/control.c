@@ -7,11 +7,13 @@
 
 #include <openssl/rand.h>
 
+#include "candidates.h"
 #include "json.h"
 #include "log.h"
 #include "netmgr.h"
 #include "peerstore.h"
 #include "scoring.h"
+#include "turn.h"
 
 #define PING_MAX_PAYLOAD 256
 #define EXCHANGE_MAX_PAYLOAD (64u << 10)
@@ -143,13 +145,18 @@ static bool reply_has(const struct reply *r, const char *id) {
 }
 
 static void reply_add(struct reply *r, const char *id, const char *url, double last_seen_ms,
-                      bool validator) {
+                      bool validator, const struct cand *c, int nc) {
   if (r->n >= r->max || !url[0] || reply_has(r, id) || strcmp(id, r->asker->id_hex) == 0) return;
   snprintf(r->seen[r->n], sizeof r->seen[0], "%s", id);
   buf_appendf(&r->b, "%s{\"nodeId\":\"%s\",\"address\":", r->n ? "," : "", id);
   json_write_string(&r->b, url, strlen(url));
-  buf_appendf(&r->b, ",\"lastSeen\":%.0f,\"validator\":%s}", last_seen_ms,
+  buf_appendf(&r->b, ",\"lastSeen\":%.0f,\"validator\":%s", last_seen_ms,
               validator ? "true" : "false");
+  if (nc > 0) { /* what it advertised itself (HELLO, nat_traversal) */
+    buf_appendf(&r->b, ",\"candidates\":");
+    cand_write_json(&r->b, c, nc);
+  }
+  buf_append(&r->b, "}", 1);
   r->n++;
 }
 
@@ -162,13 +169,15 @@ static void answer_exchange(struct netmgr *nm, struct peer *p, int max) {
     if (q->state != PEER_ESTABLISHED || q == p) continue;
     char url[128];
     netmgr_peer_url(q, url, sizeof url);
-    reply_add(&r, q->id_hex, url, now_ms, netmgr_is_validator(nm, q));
+    reply_add(&r, q->id_hex, url, now_ms, netmgr_is_validator(nm, q), q->hello.cands,
+              q->hello.n_cands);
   }
   if (nm->store && r.n < max) {
     struct peer_record recs[EXCHANGE_MAX_ENTRIES];
     int n = peerstore_best(nm->store, recs, max, now_ms / 1000.0);
     for (int i = 0; i < n; i++)
-      reply_add(&r, recs[i].node_id, recs[i].addrs[0], recs[i].last_seen * 1000.0, false);
+      reply_add(&r, recs[i].node_id, recs[i].addrs[0], recs[i].last_seen * 1000.0, false, NULL,
+                0);
   }
   buf_appendf(&r.b, "]}");
   netmgr_send_json(nm, p, MSG_PEER_EXCHANGE, &r.b);
@@ -206,8 +215,15 @@ static int learn_peers(struct netmgr *nm, struct peer *p, const struct json_valu
     }
     char hex[ENV_NODE_ID_LEN * 2 + 1];
     hex_encode(raw, sizeof raw, hex); /* normalise case */
-    if (nm->store && peerstore_add_address(nm->store, hex, addr->str, "exchange", now) == 0)
+    /* Optional candidates: malformed ones are skipped, the entry stays. */
+    struct cand c[CAND_MAX];
+    int bad, nc = cand_parse_json(json_get(e, "candidates"), c, CAND_MAX, &bad);
+    if (nm->store && nc > 0) {
+      turn_learn_candidates(nm, hex, addr->str, c, nc, "exchange");
       learned++;
+    } else if (nm->store && peerstore_add_address(nm->store, hex, addr->str, "exchange", now) == 0) {
+      learned++;
+    }
   }
   char label[64];
   log_at(LV_DEBUG, "peers_learned", "peer=%s learned=%d dropped=%d", peer_label(p, label, sizeof label),

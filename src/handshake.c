@@ -7,9 +7,22 @@
 
 #include "json.h"
 
+void hs_hello_set_candidates(struct hs_hello *h, const struct cand *c, int n) {
+  free(h->cands);
+  h->cands = NULL;
+  h->n_cands = 0;
+  h->cands_learned = false;
+  if (n <= 0) return;
+  h->cands = malloc((size_t)n * sizeof *c);
+  if (h->cands == NULL) return;
+  memcpy(h->cands, c, (size_t)n * sizeof *c);
+  h->n_cands = n;
+}
+
 void hs_hello_write(struct buf *b, const struct identity *me, const char *network_id,
                     const uint8_t nonce[HS_NONCE_LEN], double time_ms, int listen_port,
-                    bool listen_tls, const char *metadata_json, long long height) {
+                    bool listen_tls, const char *metadata_json, long long height,
+                    const struct cand *c, int nc) {
   char pub[ID_PUBKEY_LEN * 2 + 1], n[HS_NONCE_LEN * 2 + 1];
   hex_encode(me->pub, ID_PUBKEY_LEN, pub);
   hex_encode(nonce, HS_NONCE_LEN, n);
@@ -17,9 +30,14 @@ void hs_hello_write(struct buf *b, const struct identity *me, const char *networ
   json_write_string(b, network_id, strlen(network_id));
   buf_appendf(b,
               ",\"nodeId\":\"%s\",\"publicKey\":\"%s\",\"nonce\":\"%s\",\"time\":%.0f,"
-              "\"listenPort\":%d,%s\"metadata\":%s,\"height\":%lld}",
+              "\"listenPort\":%d,%s\"metadata\":%s,\"height\":%lld",
               me->id_hex, pub, n, time_ms, listen_port, listen_tls ? "\"tls\":true," : "",
               metadata_json ? metadata_json : "{}", height);
+  if (nc > 0) {
+    buf_appendf(b, ",\"candidates\":");
+    cand_write_json(b, c, nc);
+  }
+  buf_append(b, "}", 1);
 }
 
 void hs_auth_write(struct buf *b, const uint8_t sig[ID_SIG_LEN]) {
@@ -31,6 +49,7 @@ void hs_auth_write(struct buf *b, const uint8_t sig[ID_SIG_LEN]) {
 void hs_hello_free(struct hs_hello *h) {
   free(h->metadata_json);
   h->metadata_json = NULL;
+  hs_hello_set_candidates(h, NULL, 0);
 }
 
 static int fail(int code, int *close_code, char *why, size_t cap, const char *msg) {
@@ -141,9 +160,18 @@ int hs_parse(const uint8_t *payload, size_t len, const uint8_t origin[ENV_NODE_I
       fail(4000, close_code, why, whycap, "hello metadata larger than 4 KiB");
       goto out;
     }
+    const struct json_value *cv = json_get(root, "candidates");
+    struct cand cands[CAND_MAX];
+    int bad, nc = cv ? cand_parse_json(cv, cands, CAND_MAX, &bad) : 0;
+    if (nc < 0) {
+      buf_free(&m);
+      fail(4000, close_code, why, whycap, "hello candidates must be an array of at most 32 entries");
+      goto out;
+    }
     h->metadata_json = m.data;
     const struct json_value *val = json_get(meta, "isValidator");
     h->claims_validator = val && val->type == JSON_BOOL && val->b;
+    hs_hello_set_candidates(h, cands, nc); /* malformed entries are skipped */
     rc = HS_STEP_HELLO;
   }
 out:

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "candidates.h"
 #include "identity.h"
 
 #define HS_PROTOCOL_VERSION 1
@@ -35,6 +36,11 @@ struct hs_hello {
   long long height;
   char *metadata_json; /* compact JSON object, malloc'd; never NULL after a parse */
   bool claims_validator;
+  /* "candidates": where the sender can be reached (malloc'd, NULL when it
+   * sent none); nat_traversal messages replace them later. */
+  struct cand *cands;
+  int n_cands;
+  bool cands_learned; /* already handed to the peer store */
 };
 
 enum hs_step { HS_STEP_HELLO = 1, HS_STEP_AUTH = 2 };
@@ -42,9 +48,13 @@ enum hs_step { HS_STEP_HELLO = 1, HS_STEP_AUTH = 2 };
 /* Writes our HELLO payload. metadata_json is a JSON object or NULL ("{}"). */
 void hs_hello_write(struct buf *b, const struct identity *me, const char *network_id,
                     const uint8_t nonce[HS_NONCE_LEN], double time_ms, int listen_port,
-                    bool listen_tls, const char *metadata_json, long long height);
+                    bool listen_tls, const char *metadata_json, long long height,
+                    const struct cand *cands, int n_cands);
 
 void hs_auth_write(struct buf *b, const uint8_t sig[ID_SIG_LEN]);
+
+/* Replaces the candidates of h with a copy of c[0..n) (n 0: none). */
+void hs_hello_set_candidates(struct hs_hello *h, const struct cand *c, int n);
 
 /* Parses a peer_handshake payload sent by `origin`. Returns HS_STEP_HELLO
  * (h filled; free with hs_hello_free) or HS_STEP_AUTH (sig filled), or -1

@@ -13,5 +13,8 @@ void ltest_policy(lua_State *L); /* policy host and sandbox */
 void ltest_peerstore(lua_State *L); /* peer store (sqlite) */
 void ltest_wire(lua_State *L);   /* envelope codec, JSON reader, identity */
 void ltest_relay(lua_State *L);  /* duplicate filter, relay target choice */
+void ltest_chain(lua_State *L);  /* chain hashes, checks and store; consensus signatures */
+void ltest_stun(lua_State *L);   /* STUN codec, UDP sockets */
+void ltest_turn(lua_State *L);   /* TURN client codec, candidates */
 
 #endif

@@ -101,6 +101,9 @@ static void push_conf(lua_State *L, const struct conf *c) {
   lua_setfield(L, -2, "turnServers");
   set_str(L, "preferredMethod", c->natTraversal.preferredMethod);
   set_str(L, "candidatePreference", c->natTraversal.candidatePreference);
+  set_num(L, "stunRto", c->natTraversal.stunRto);
+  set_num(L, "stunRetransmissions", c->natTraversal.stunRetransmissions);
+  set_num(L, "stunRefreshInterval", c->natTraversal.stunRefreshInterval);
   lua_setfield(L, -2, "natTraversal");
 
   lua_newtable(L);

@@ -14,5 +14,8 @@ int luaopen_bt2c(lua_State *L) {
   ltest_peerstore(L);
   ltest_wire(L);
   ltest_relay(L);
+  ltest_chain(L);
+  ltest_stun(L);
+  ltest_turn(L);
   return 1;
 }

@@ -235,10 +235,12 @@ void netmgr_reject(struct netmgr *nm, struct peer *p, int type, int code, const 
   netmgr_unestablish(nm, p);
 }
 
-void netmgr_deliver(struct netmgr *nm, struct peer *p, const struct envelope *e) {
+int netmgr_deliver(struct netmgr *nm, struct peer *p, const struct envelope *e) {
   netmgr_consumer c = nm->hooks.consume[e->type];
-  if (c && c(nm->hooks.ud, p, e) < 0) return; /* the consumer penalised and logged it */
+  void *ud = nm->hooks.consume_ud[e->type] ? nm->hooks.consume_ud[e->type] : nm->hooks.ud;
+  if (c && c(ud, p, e) < 0) return -1; /* the consumer penalised and logged it */
   if (nm->ev.message && (nm->ev.message_mask & (1u << e->type))) nm->ev.message(nm->ev.ud, p, e);
+  return 0;
 }
 
 /* The validator set changed: every connected peer is looked at again. */

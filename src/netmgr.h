@@ -40,11 +40,16 @@ typedef int (*netmgr_consumer)(void *ud, struct peer *p, const struct envelope *
 struct netmgr_hooks {
   void *ud;
   netmgr_consumer consume[MSG_TYPE_COUNT];
+  void *consume_ud[MSG_TYPE_COUNT]; /* a consumer's own context (NULL: ud) */
   /* The current chain height, announced in the handshake (NULL: 0). */
   long long (*height)(void *ud);
   /* Whether a node id is in the current validator set (NULL: the
    * configuration's `validators`). */
   bool (*is_validator)(void *ud, const char *id_hex);
+  /* The node's connection candidates for its HELLO (NAT layer; NULL: none):
+   * fills out, at most cap, returns how many. */
+  int (*candidates)(void *ud, struct cand *out, int cap);
+  void *candidates_ud;
   /* A peer finished its handshake (its HELLO height is known). */
   void (*peer_ready)(void *ud, struct peer *p);
 };
@@ -144,8 +149,9 @@ void netmgr_ban(struct netmgr *nm, struct score *s, double seconds, const char *
 void netmgr_unban(struct netmgr *nm, struct score *s);
 /* Closes p for a protocol violation: logged, counted, penalised. */
 void netmgr_reject(struct netmgr *nm, struct peer *p, int type, int code, const char *why);
-/* Hands an application message to the node's listeners (once per id). */
-void netmgr_deliver(struct netmgr *nm, struct peer *p, const struct envelope *e);
+/* Hands an application message to the node's consumers and listeners
+ * (once per id). Returns -1 if a consumer refused it (not to be relayed). */
+int netmgr_deliver(struct netmgr *nm, struct peer *p, const struct envelope *e);
 /* Records a behaviour of an established peer found misbehaving by C. */
 void netmgr_penalise(struct netmgr *nm, struct peer *p, enum behavior b);
 /* The validator set changed (integration layer): peers are re-evaluated. */

@@ -176,14 +176,16 @@ void dial_tick(struct netmgr *nm, double now) {
   int n = nm->store ? peerstore_best(nm->store, recs, 32, wall) : 0;
   for (int i = 0; i < n && room > 0 && budget > 0; i++) {
     struct peer_record *r = &recs[i];
+    /* A node's addresses are its candidates in dial order (the one that
+     * worked last first): each failure moves on to the next. */
+    const char *url = r->addrs[r->n_addrs > 1 ? r->failures % r->n_addrs : 0];
     if (strcmp(r->node_id, nm->me.id_hex) == 0 || netmgr_find_hex(nm, r->node_id) ||
-        recent_until(nm, r->node_id) > now || url_busy(nm, r->addrs[0]) ||
-        url_banned(nm, r->addrs[0], wall))
+        recent_until(nm, r->node_id) > now || url_busy(nm, url) || url_banned(nm, url, wall))
       continue;
     double rest = 1.0;
     for (int f = 0; f < r->failures && rest < STORE_REST_CAP; f++) rest *= 2;
     recent_set(nm, r->node_id, now + (rest > STORE_REST_CAP ? STORE_REST_CAP : rest));
-    if (start_dial(nm, r->addrs[0], r->anchor ? "anchor" : "store", r->node_id, err, sizeof err)) {
+    if (start_dial(nm, url, r->anchor ? "anchor" : "store", r->node_id, err, sizeof err)) {
       room--;
       budget--;
     }

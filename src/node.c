@@ -1,5 +1,6 @@
 /* node: see node.h. Start order: data directory, event loop, trusted Lua
- * state, policies, console. Stop order is the reverse. */
+ * state, policies, network, integration (chain, sync, consensus), metrics
+ * endpoint, console. Stop order is the reverse. */
 #include "node.h"
 
 #include <errno.h>
@@ -7,13 +8,18 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bt2c.h"
 #include "console.h"
+#include "lchain.h"
 #include "lconsole.h"
+#include "lnat.h"
 #include "lnetwork.h"
 #include "lrelay.h"
 #include "lscoring.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
+#include "status.h"
 
 /* mkdir -p with mode 0700 for what it creates. */
 static int make_dirs(const char *path) {
@@ -76,9 +82,23 @@ int node_start(struct node *n, struct conf *conf) {
   }
   if (netmgr_start(&n->net, c, &n->loop, n->policy) != 0) goto fail;
   n->net_started = true;
+  n->integ = bt2c_start(&n->net, c, &n->loop); /* after netmgr_start: it sets netmgr's hooks */
+  if (n->integ == NULL) goto fail;
+  struct nat_timing timing;
+  nat_timing_default(&timing);
+  timing.rto_ms = c->natTraversal.stunRto;
+  timing.rc = c->natTraversal.stunRetransmissions;
+  timing.refresh_ms = c->natTraversal.stunRefreshInterval;
+  nat_start(&n->nat, &n->loop, c, n->net.tr.listen_port, &timing); /* -1: logged, TCP works */
   lnetwork_open(n->L, n);
   lscoring_open(n->L, n);
   lrelay_open(n->L, n);
+  lnat_open(n->L, n);
+  lchain_open(n->L, n);
+  if (c->metrics.port > 0) {
+    n->metrics = status_serve(n); /* logs metrics_listen_failed */
+    if (n->metrics == NULL) goto fail;
+  }
   n->console = console_start(&n->loop, n->L, c->consoleSocket, c->consoleTimeout);
   if (n->console == NULL) goto fail;
 
@@ -101,8 +121,13 @@ static void drain_connections(struct node *n) {
 
 void node_stop(struct node *n) {
   n->stopping = true;
+  metrics_stop(n->metrics);
+  n->metrics = NULL;
   console_stop(n->console);
   n->console = NULL;
+  bt2c_stop(n->integ); /* before the network: no message reaches it after this */
+  n->integ = NULL;
+  nat_stop(&n->nat);
   if (n->net_started) {
     drain_connections(n);
     netmgr_stop(&n->net);

@@ -13,10 +13,13 @@
 
 #include "conf.h"
 #include "loop.h"
+#include "nat.h"
 #include "netmgr.h"
 
 struct policy_host;
 struct console;
+struct bt2c;
+struct metrics;
 
 struct node {
   struct conf conf;
@@ -24,8 +27,11 @@ struct node {
   struct policy_host *policy;
   struct netmgr net;
   bool net_started;
+  struct bt2c *integ; /* the integration layer (bt2c.h): chain, sync, consensus */
+  struct nat nat;
   lua_State *L; /* trusted state: console, node Lua */
   struct console *console;
+  struct metrics *metrics; /* NULL when metrics.port is 0 */
   double started; /* monotonic seconds */
   bool stopping;
 };

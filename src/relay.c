@@ -19,8 +19,8 @@
 #define MODES_REFRESH_SECONDS 10.0
 #define DIRECT_TIMEOUT_SECONDS 5.0
 
-static const char *const drop_names[DROP_COUNT] = {"hops",    "bad_id",     "bad_json",
-                                                   "no_target", "not_relayable", "queue"};
+static const char *const drop_names[DROP_COUNT] = {
+    "hops", "bad_id", "bad_json", "no_target", "not_relayable", "queue", "refused"};
 
 const char *relay_drop_name(enum relay_drop d) {
   return (unsigned)d < DROP_COUNT ? drop_names[d] : "?";
@@ -374,7 +374,10 @@ int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) 
     if (e->type == MSG_BLOCK) scoring_block(&nm->scoring, p->score, DELIVERY_FIRST);
     else if (e->type == MSG_TRANSACTION) scoring_transaction(&nm->scoring, p->score, DELIVERY_FIRST);
     if (e->target && e->type == MSG_RELAY) on_receipt(r, e);
-    netmgr_deliver(nm, p, e);
+    if (netmgr_deliver(nm, p, e) < 0) {
+      r->dropped[DROP_REFUSED]++; /* a consumer found it bad: it goes no further */
+      return 0;
+    }
     if (e->target && e->type != MSG_RELAY) send_receipt(r, e);
   }
   if ((e->flags & ENV_F_RELAY) || (e->target && !for_me)) {

@@ -37,6 +37,7 @@ enum relay_drop {
   DROP_NO_TARGET,  /* nobody to forward to (mode, path) */
   DROP_NOT_RELAYABLE, /* RELAY flag on a type that is never relayed */
   DROP_QUEUE,      /* a target's send queue shed it */
+  DROP_REFUSED,    /* a consumer (chain, consensus) found it bad: not forwarded */
   DROP_COUNT
 };
 

@@ -35,6 +35,7 @@ struct transport {
   uint8_t *txbuf;   /* LWS_PRE + one packed message */
   size_t txcap;
   bool tls;
+  char adopt_remote[64]; /* set only during transport_adopt() */
 };
 
 int transport_start(struct transport *t, struct loop *l, const struct conf *c,
@@ -52,6 +53,19 @@ void transport_want_write(struct peer *p);
 /* Closes p's connection with a WebSocket close code and reason (soon, from
  * the loop). */
 void transport_close(struct peer *p, int code, const char *reason);
+
+/* The transport of the "peers" vhost of l's context, or NULL. */
+struct transport *transport_of_loop(struct loop *l);
+
+/* Hands a connected TCP socket to the listener as if it had been accepted
+ * from `remote` ("ip:port", "[v6]:port"): a TURN relay's data connection
+ * (RFC 6062), whose getpeername() is the TURN server, not the peer. `pre`
+ * holds bytes already read from it (at most 2048), which lws reads first.
+ * The WebSocket upgrade and the bt2c handshake follow as for any inbound
+ * connection; bans and the limit of connections waiting for their upgrade
+ * apply. Returns 0, or -1 with why (fd is closed either way on failure). */
+int transport_adopt(struct transport *t, int fd, const char *remote, const uint8_t *pre,
+                    size_t pre_len, char *why, size_t whycap);
 
 /* Splits "ws://host:port" into its parts; returns 0 or -1. host gets the
  * name without brackets. */
