@@ -79,6 +79,28 @@ describe("network", function()
     assert.equal(0, counts(d).total)
   end)
 
+  it("shares a rate-limited health summary (NETWORK_STATUS) with its peers", function()
+    local a = H.start()
+    local b = H.start({ config = { bootstrapPeers = { url(a) } } })
+    assert.truthy(wait_peers(a, 1))
+    local st = H.wait_for(function()
+      local p = peers(a)[id_of(b)]
+      return p and p.status
+    end, 10)
+    assert.truthy(st, "no NETWORK_STATUS within 10 s")
+    assert.equal(1, st.peers)
+    assert.equal(0, st.height)
+    assert.matches("^%d+%.%d+%.%d+$", st.version)
+    -- more than one per 10 s from a peer is ignored and counted
+    local before = a:eval("return network.get_network_status().counters.invalidMessages")
+    b:eval(string.format([[for i = 1, 5 do
+      network.send_message(%q, {type = "network_status", data = {peers = i, height = 0}})
+    end return true]], id_of(a)))
+    assert.truthy(H.wait_for(function()
+      return a:eval("return network.get_network_status().counters.invalidMessages") >= before + 3
+    end, 5))
+  end)
+
   it("refuses a connection to itself and a duplicate connection", function()
     local a = H.start()
     assert.is_true(a:eval(string.format("return network.connect(%q)", url(a))))

@@ -443,8 +443,7 @@ struct bt2c *bt2c_start(struct netmgr *nm, const struct conf *c, struct loop *l)
   x->sync.ud = x;
   x->reject_limit.burst = 20;
 
-  struct netmgr_hooks *h = &nm->hooks;
-  memset(h, 0, sizeof *h);
+  struct netmgr_hooks *h = &nm->hooks; /* only our slots: others have theirs */
   h->ud = x;
   h->consume[MSG_BLOCK] = c_block;
   h->consume[MSG_TRANSACTION] = c_transaction;
@@ -471,7 +470,17 @@ struct bt2c *bt2c_start(struct netmgr *nm, const struct conf *c, struct loop *l)
 void bt2c_stop(struct bt2c *x) {
   if (x == NULL) return;
   loop_timer_stop(&x->timer);
-  if (x->nm->hooks.ud == x) memset(&x->nm->hooks, 0, sizeof x->nm->hooks);
+  struct netmgr_hooks *h = &x->nm->hooks;
+  if (h->ud == x) {
+    static const int ours[] = {MSG_BLOCK, MSG_TRANSACTION, MSG_BLOCK_REQUEST,
+                               MSG_TRANSACTION_REQUEST, MSG_CONSENSUS_VOTE,
+                               MSG_CONSENSUS_PROPOSAL, MSG_VALIDATOR_SET};
+    for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++) h->consume[ours[i]] = NULL;
+    h->height = NULL;
+    h->is_validator = NULL;
+    h->peer_ready = NULL;
+    h->ud = NULL;
+  }
   sync_free(&x->sync);
   consensus_vset_free(&x->vset);
   chain_close(x->chain);

@@ -25,6 +25,11 @@
 #define EXCHANGE_SPACING 10.0 /* seconds between requests we answer per peer */
 #define FIRST_EXCHANGE_DELAY 0.2
 #define FIRST_PING_DELAY 1.0
+/* NETWORK_STATUS: a health summary each peer gets this often (the first a
+ * few seconds after the handshake); a peer may send us one per 10 s. */
+#define STATUS_INTERVAL 60.0
+#define FIRST_STATUS_DELAY 3.0
+#define STATUS_SPACING 10.0
 /* While the node has fewer outbound peers than this (or maxOutbound), it asks
  * for more peers this often, instead of every peerDiscoveryInterval. */
 #define HUNGRY_OUTBOUND 8
@@ -42,6 +47,7 @@ void control_on_established(struct netmgr *nm, struct peer *p) {
   double now = log_monotonic();
   p->next_ping = now + FIRST_PING_DELAY; /* latency is known early */
   p->next_exchange = now + FIRST_EXCHANGE_DELAY;
+  p->next_status = now + FIRST_STATUS_DELAY;
   p->last_rx = now;
 }
 
@@ -55,6 +61,45 @@ static void send_ping(struct netmgr *nm, struct peer *p, double now) {
   buf_appendf(&b, "{\"nonce\":%llu,\"pong\":false}", (unsigned long long)nonce);
   netmgr_send_json(nm, p, MSG_PEER_PING, &b);
   buf_free(&b);
+}
+
+/* {"peers": n, "height": h, "version": "...", "uptime": s}: what a peer may
+ * want to know about our health (docs/PROTOCOL.md section 7). */
+static void send_status(struct netmgr *nm, struct peer *p, double now) {
+  long long height = nm->hooks.height ? nm->hooks.height(nm->hooks.ud) : 0;
+  struct buf b = {0};
+  buf_appendf(&b, "{\"peers\":%d,\"height\":%lld,\"version\":\"%s\",\"uptime\":%.0f}",
+              nm->n_inbound + nm->n_outbound, height, BT2C_VERSION, now - nm->started);
+  netmgr_send_json(nm, p, MSG_NETWORK_STATUS, &b);
+  buf_free(&b);
+}
+
+/* A peer's NETWORK_STATUS (a consumer: called once per message). Too
+ * frequent ones are ignored and counted; malformed ones are invalid. */
+int control_on_status(void *ud, struct peer *p, const struct envelope *e) {
+  struct netmgr *nm = ud;
+  double now = log_monotonic();
+  if (!rate_allow(&p->status_rate, 1.0 / STATUS_SPACING, 2, now)) {
+    nm->stats.invalid_messages++;
+    return -1; /* not delivered, not relayed (it never is) */
+  }
+  struct json_doc doc;
+  char err[64];
+  if (json_parse((const char *)e->payload, e->payload_len, &doc, err, sizeof err) != 0) return -1;
+  long long peers = 0, height = 0;
+  const struct json_value *ver = json_get_string(doc.root, "version");
+  const struct json_value *up = json_get_number(doc.root, "uptime");
+  bool ok = json_get_int(doc.root, "peers", 0, 1000000, &peers) &&
+            json_get_int(doc.root, "height", 0, (1LL << 53), &height);
+  if (ok) {
+    p->status_at = now;
+    p->status_peers = peers;
+    p->status_height = height;
+    p->status_uptime = up ? up->num : 0;
+    snprintf(p->status_version, sizeof p->status_version, "%s", ver ? ver->str : "");
+  }
+  json_free(&doc);
+  return 0; /* listeners (network.on) get it too */
 }
 
 void control_tick(struct netmgr *nm, double now) {
@@ -80,6 +125,10 @@ void control_tick(struct netmgr *nm, double now) {
     if (now >= p->next_exchange) {
       p->next_exchange = now + discovery;
       control_request_peers(nm, p);
+    }
+    if (now >= p->next_status) {
+      p->next_status = now + STATUS_INTERVAL;
+      send_status(nm, p, now);
     }
   }
 }

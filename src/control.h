@@ -18,6 +18,8 @@ void control_on_established(struct netmgr *nm, struct peer *p);
 void control_tick(struct netmgr *nm, double now);
 /* A peer_ping or peer_exchange envelope; returns -1 if p is being closed. */
 int control_on_message(struct netmgr *nm, struct peer *p, const struct envelope *e);
+/* The consumer of NETWORK_STATUS messages (netmgr registers it). */
+int control_on_status(void *ud, struct peer *p, const struct envelope *e);
 /* Asks p for the nodes it knows. */
 void control_request_peers(struct netmgr *nm, struct peer *p);
 

@@ -100,6 +100,15 @@ static void push_peer(struct lnet *x, lua_State *L, const struct peer *p) {
   set_int(L, "bytesIn", (long long)p->bytes_in);
   set_int(L, "bytesOut", (long long)p->bytes_out);
   set_int(L, "queuedBytes", (long long)p->q_bytes);
+  if (p->status_at > 0) { /* its last NETWORK_STATUS */
+    lua_createtable(L, 0, 5);
+    set_int(L, "peers", p->status_peers);
+    set_int(L, "height", p->status_height);
+    set_str(L, "version", p->status_version);
+    set_num(L, "uptime", p->status_uptime);
+    set_num(L, "age", now - p->status_at);
+    lua_setfield(L, -2, "status");
+  }
   set_int(L, "dropped", (long long)p->dropped);
 }
 

@@ -556,6 +556,9 @@ int netmgr_start(struct netmgr *nm, struct conf *c, struct loop *l, struct polic
     return -1;
   }
   nm->tick.user = nm;
+  nm->started = log_monotonic();
+  nm->hooks.consume[MSG_NETWORK_STATUS] = control_on_status;
+  nm->hooks.consume_ud[MSG_NETWORK_STATUS] = nm;
   nm->prehandshake_limit.burst = 20; /* connection-level events come in bursts */
   loop_timer_start(l, &nm->tick, TICK_MS, on_tick);
   log_at(LV_INFO, "network_started", "nodeId=%s listen=%s:%d networkId=%s known_peers=%d",

@@ -118,6 +118,7 @@ struct netmgr {
   char listen_url[128];
   struct netmgr_stats stats;
   struct log_limit prehandshake_limit;
+  double started; /* monotonic */
   bool stopping;
 };
 

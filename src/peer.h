@@ -108,6 +108,13 @@ struct peer {
   unsigned ping_excess;
   bool exchange_requested; /* we asked; a response is welcome */
   double next_exchange;
+  /* NETWORK_STATUS: ours to it, and its last one to us */
+  double next_status;
+  struct rate status_rate;
+  double status_at; /* monotonic; 0: none yet */
+  long long status_peers, status_height;
+  double status_uptime;
+  char status_version[32];
 
   /* close */
   bool in_dial;      /* inside transport_dial: failures are reported, not freed */
