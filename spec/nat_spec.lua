@@ -321,8 +321,9 @@ describe("NAT traversal", function()
         assert.are.equal("stun", ext.method)
         assert.are.equal("203.0.113.10", ext.address) -- natA's public address, not 10.200.1.2
         if case.port_kept then assert.are.equal(port, ext.port) end
-        assert.are.equal(case.mapping, beh.mapping)
-        assert.are.equal("address_and_port_dependent", beh.filtering) -- conntrack filtering
+        local why_not = "node log:\n" .. node:log()
+        assert.are.equal(case.mapping, beh.mapping, why_not)
+        assert.are.equal("address_and_port_dependent", beh.filtering, why_not) -- conntrack filtering
         assert.is_true(beh.behindNat)
         local cands = eval(node, "return nat.get_candidates()")
         assert.are.equal("srflx", cands[1].type)

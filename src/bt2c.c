@@ -25,6 +25,8 @@
 #include <string.h>
 
 #include "chain.h"
+#include "chain_jcs.h"
+#include "chain_store.h"
 #include "conf.h"
 #include "consensus.h"
 #include "log.h"
@@ -419,13 +421,13 @@ struct bt2c *bt2c_start(struct netmgr *nm, const struct conf *c, struct loop *l)
   x->loop = l;
   char path[4096], err[512];
   snprintf(path, sizeof path, "%s/chain.db", c->dataDir);
-  x->chain = chain_open(path, err, sizeof err);
+  x->chain = chainstore_open(path, err, sizeof err);
   if (x->chain == NULL) {
     log_at(LV_ERROR, "start_failed", "err=%s", err);
     free(x);
     return NULL;
   }
-  chain_store_iface(x->chain, &x->builtin_store);
+  chainstore_iface(x->chain, &x->builtin_store);
   x->store = x->builtin_store;
   consensus_vset_init(&x->vset, c, x->chain);
   consensus_vset_iface(&x->vset, &x->builtin_vm);
@@ -462,7 +464,7 @@ struct bt2c *bt2c_start(struct netmgr *nm, const struct conf *c, struct loop *l)
   log_at(LV_INFO, "chain_opened",
          "path=%s height=%lld tip=%s mempool=%lld validators=%d epoch=%lld "
          "validator_source=%s",
-         path, chain_height(x->chain), chain_tip_hash(x->chain),
+         path, chainstore_height(x->chain), chainstore_tip_hash(x->chain),
          x->store.pending_count(x->store.ctx), x->vset.n, x->vset.epoch, x->vset.source);
   return x;
 }
@@ -483,7 +485,7 @@ void bt2c_stop(struct bt2c *x) {
   }
   sync_free(&x->sync);
   consensus_vset_free(&x->vset);
-  chain_close(x->chain);
+  chainstore_close(x->chain);
   free(x);
 }
 
@@ -564,7 +566,7 @@ int bt2c_append_block(struct bt2c *x, const char *data_json, size_t data_len, in
     char why[96];
     if (json_parse(data_json, data_len, &doc, why, sizeof why) != 0)
       return failf(err, errcap, "data is not valid JSON (%s)", why);
-    int rc = chain_canonical(&data, doc.root, NULL, why, sizeof why);
+    int rc = jcs_canonical(&data, doc.root, NULL, why, sizeof why);
     json_free(&doc);
     if (rc != 0) {
       buf_free(&data);
@@ -627,7 +629,7 @@ int bt2c_add_transaction(struct bt2c *x, const char *json, size_t len, char hash
     return failf(err, errcap, "a transaction is a JSON object");
   }
   /* fill in timestamp, then hash (over everything but the hash) */
-  if (chain_canonical(&content, doc.root, "hash", why, sizeof why) != 0) goto bad;
+  if (jcs_canonical(&content, doc.root, "hash", why, sizeof why) != 0) goto bad;
   if (json_get(doc.root, "timestamp") == NULL) {
     char ts[32];
     snprintf(ts, sizeof ts, "%lld", (long long)netmgr_wallclock_ms());
@@ -636,7 +638,7 @@ int bt2c_add_transaction(struct bt2c *x, const char *json, size_t len, char hash
     if (json_parse(text.data, text.len, &doc, why, sizeof why) != 0) goto bad;
     buf_reset(&content);
     buf_reset(&text);
-    if (chain_canonical(&content, doc.root, "hash", why, sizeof why) != 0) goto bad;
+    if (jcs_canonical(&content, doc.root, "hash", why, sizeof why) != 0) goto bad;
   }
   if (json_get(doc.root, "hash") == NULL) {
     char h[BT2C_HASH_HEX + 3];

@@ -1,14 +1,13 @@
-/* chain: blocks and transactions — their canonical form, hashes and
- * structural checks (docs/PROTOCOL.md 7.2), and the built-in
- * BlockchainStore: a sqlite file in dataDir (WAL, prepared statements,
- * batched commits) holding the chain, the mempool and the adopted
- * validator set.
+/* chain: blocks and transactions — their hashes and structural checks
+ * (docs/PROTOCOL.md 7.2) and the genesis block. Their canonical form (RFC
+ * 8785) is chain_jcs.h's; the built-in BlockchainStore that keeps them, a
+ * sqlite file, is chain_store.h's.
  *
  * The checks are the network's: well-formed JSON of the documented shape,
- * hashes that match the content, linkage to the tip. They are not consensus
- * rules (who may make a block, timestamps, balances).
+ * hashes that match the content. They are not consensus rules (who may
+ * make a block, timestamps, balances); linkage to the tip is the store's.
  *
- * Must not: touch the network, peers or Lua.
+ * Must not: touch the network, peers, Lua or the disk.
  */
 #ifndef BT2C_CHAIN_H
 #define BT2C_CHAIN_H
@@ -26,15 +25,7 @@
 #define CHAIN_MEMPOOL_MAX 20000   /* pending transactions kept */
 #define CHAIN_MAX_INT 9007199254740992.0 /* 2^53: integers stay exact everywhere */
 
-/* ---- canonical JSON and hashes ------------------------------------------ */
-
-/* Appends the canonical JSON (RFC 8785, JCS) of v to out. At the top level
- * of an object, the member `skip` (may be NULL) is left out. Returns 0, or -1
- * with a reason (a duplicate member name) in err. */
-int chain_canonical(struct buf *out, const struct json_value *v, const char *skip, char *err,
-                    size_t errcap);
-/* Appends the JCS form of a number (ECMAScript Number::toString). */
-void chain_canonical_number(struct buf *out, double x);
+/* ---- hashes --------------------------------------------------------------- */
 
 /* SHA-256 of data as 64 lowercase hex. */
 void chain_sha256_hex(const void *data, size_t len, char out[BT2C_HASH_HEX + 1]);
@@ -73,31 +64,5 @@ void chain_block_free(struct bt2c_block *b);
 int chain_block_make(long long height, const char *previous_hash, long long timestamp,
                      const struct bt2c_transaction *txs, size_t n, const char *data_canon,
                      size_t data_len, struct bt2c_block *out, char *err, size_t errcap);
-
-/* ---- the built-in store ------------------------------------------------- */
-
-struct chain;
-
-/* Opens (creating if needed, with the genesis block) <path>. Returns NULL
- * with a message in err. */
-struct chain *chain_open(const char *path, char *err, size_t errcap);
-void chain_close(struct chain *ch);
-
-/* The BlockchainStore interface over ch. */
-void chain_store_iface(struct chain *ch, struct bt2c_blockchain_store *out);
-
-long long chain_height(const struct chain *ch);
-const char *chain_tip_hash(const struct chain *ch);
-
-/* Validator set persistence for the built-in ValidatorManager: the last
- * adopted set as compact JSON with its epoch. get returns 0 and appends the
- * text, or -1 when none was stored. */
-int chain_get_validator_set(struct chain *ch, long long *epoch, struct buf *out);
-int chain_put_validator_set(struct chain *ch, long long epoch, const char *json, size_t len);
-
-struct chain_stats {
-  unsigned long commits, blocks_written, tx_written;
-};
-void chain_get_stats(const struct chain *ch, struct chain_stats *out);
 
 #endif

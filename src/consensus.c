@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "chain.h"
+#include "chain_store.h"
 #include "conf.h"
 #include "log.h"
 
@@ -411,7 +412,7 @@ int consensus_vset_replace(struct consensus_vset *s, long long epoch,
   if (s->store && strcmp(source, "network") == 0) {
     struct buf b = {0};
     consensus_write_set(&b, epoch, v, n);
-    int rc = chain_put_validator_set(s->store, epoch, b.data, b.len);
+    int rc = chainstore_put_validator_set(s->store, epoch, b.data, b.len);
     buf_free(&b);
     if (rc != 0) log_at(LV_WARN, "validator_set_not_saved", "epoch=%lld", epoch);
   }
@@ -423,7 +424,7 @@ int consensus_vset_init(struct consensus_vset *s, const struct conf *c, struct c
   s->store = store;
   struct buf b = {0};
   long long epoch = 0;
-  if (store && chain_get_validator_set(store, &epoch, &b) == 0) {
+  if (store && chainstore_get_validator_set(store, &epoch, &b) == 0) {
     struct json_doc doc;
     char err[160];
     struct bt2c_validator *v = NULL;

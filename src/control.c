@@ -13,7 +13,7 @@
 #include "netmgr.h"
 #include "peerstore.h"
 #include "scoring.h"
-#include "turn.h"
+#include "turn_cand.h"
 
 #define PING_MAX_PAYLOAD 256
 #define EXCHANGE_MAX_PAYLOAD (64u << 10)
@@ -268,7 +268,7 @@ static int learn_peers(struct netmgr *nm, struct peer *p, const struct json_valu
     struct cand c[CAND_MAX];
     int bad, nc = cand_parse_json(json_get(e, "candidates"), c, CAND_MAX, &bad);
     if (nm->store && nc > 0) {
-      turn_learn_candidates(nm, hex, addr->str, c, nc, "exchange");
+      turncand_learn(nm, hex, addr->str, c, nc, "exchange");
       learned++;
     } else if (nm->store && peerstore_add_address(nm->store, hex, addr->str, "exchange", now) == 0) {
       learned++;

@@ -5,6 +5,7 @@
 #include <lauxlib.h>
 
 #include "nat.h"
+#include "nat_cand.h"
 #include "node.h"
 #include "turn.h"
 
@@ -53,7 +54,7 @@ static int l_get_external_address(lua_State *L) {
   struct stun_addr a;
   const char *method;
   int server;
-  if (nat_external(nt, &a, &method, &server) != 0) {
+  if (natcand_external(nt, &a, &method, &server) != 0) {
     lua_pushnil(L);
     return 1;
   }
@@ -68,7 +69,7 @@ static int l_get_external_address(lua_State *L) {
 static int l_get_candidates(lua_State *L) {
   struct nat *nt = nat_of(L);
   struct nat_candidate c[NAT_MAX_CANDIDATES];
-  size_t n = nat_candidates(nt, c, NAT_MAX_CANDIDATES);
+  size_t n = natcand_list(nt, c, NAT_MAX_CANDIDATES);
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_createtable(L, 0, 6);

@@ -7,6 +7,8 @@
 #include <lauxlib.h>
 
 #include "chain.h"
+#include "chain_jcs.h"
+#include "chain_store.h"
 #include "consensus.h"
 #include "identity.h"
 #include "json.h"
@@ -34,7 +36,7 @@ static int l_canonical(lua_State *L) {
   parse_arg(L, 1, &doc);
   struct buf b = {0};
   char err[128];
-  int rc = chain_canonical(&b, doc.root, luaL_optstring(L, 2, NULL), err, sizeof err);
+  int rc = jcs_canonical(&b, doc.root, luaL_optstring(L, 2, NULL), err, sizeof err);
   json_free(&doc);
   if (rc != 0) {
     buf_free(&b);
@@ -47,7 +49,7 @@ static int l_canonical(lua_State *L) {
 
 static int l_number(lua_State *L) {
   struct buf b = {0};
-  chain_canonical_number(&b, luaL_checknumber(L, 1));
+  jcs_number(&b, luaL_checknumber(L, 1));
   lua_pushlstring(L, b.data, b.len);
   buf_free(&b);
   return 1;
@@ -160,7 +162,7 @@ static int l_block_make(lua_State *L) {
   if (dj) {
     struct json_doc doc;
     if (json_parse(dj, strlen(dj), &doc, err, sizeof err) == 0) {
-      chain_canonical(&data, doc.root, NULL, err, sizeof err);
+      jcs_canonical(&data, doc.root, NULL, err, sizeof err);
       json_free(&doc);
     }
   }
@@ -442,7 +444,7 @@ static int s_pending(lua_State *L) {
 
 static int s_close(lua_State *L) {
   struct tstore *t = luaL_checkudata(L, 1, STORE_MT);
-  chain_close(t->ch);
+  chainstore_close(t->ch);
   t->ch = NULL;
   return 0;
 }
@@ -450,11 +452,11 @@ static int s_close(lua_State *L) {
 /* chain_open(path) -> store | nil, err */
 static int l_chain_open(lua_State *L) {
   char err[512];
-  struct chain *ch = chain_open(luaL_checkstring(L, 1), err, sizeof err);
+  struct chain *ch = chainstore_open(luaL_checkstring(L, 1), err, sizeof err);
   if (ch == NULL) return push_fail(L, err);
   struct tstore *t = lua_newuserdatauv(L, sizeof *t, 0);
   t->ch = ch;
-  chain_store_iface(ch, &t->s);
+  chainstore_iface(ch, &t->s);
   luaL_setmetatable(L, STORE_MT);
   return 1;
 }

@@ -26,6 +26,7 @@
 #include "peerstore.h"
 #include "stun.h"
 #include "turn.h"
+#include "turn_msg.h"
 
 static const char *opt_field_str(lua_State *L, int t, const char *k, size_t *len) {
   lua_getfield(L, t, k);
@@ -89,7 +90,7 @@ static int l_turn_encode(lua_State *L) {
     ap = &au;
   }
   uint8_t buf[TURN_MSG_MAX];
-  size_t len = turn_encode(buf, sizeof buf, (const uint8_t *)txid, &r, ap);
+  size_t len = turnmsg_encode(buf, sizeof buf, (const uint8_t *)txid, &r, ap);
   lua_pop(L, 1);
   if (len == 0) return luaL_error(L, "the message does not fit");
   lua_pushlstring(L, (const char *)buf, len);
@@ -104,8 +105,8 @@ static int l_turn_classify(lua_State *L) {
   struct stun_msg m;
   if (stun_parse(&m, bytes, len) != STUN_OK) return luaL_error(L, "not a STUN message");
   struct turn_answer a;
-  enum turn_verdict v = turn_classify(&m, (const uint8_t *)key, &a);
-  lua_pushstring(L, turn_verdict_name(v));
+  enum turn_verdict v = turnmsg_classify(&m, (const uint8_t *)key, &a);
+  lua_pushstring(L, turnmsg_verdict_name(v));
   lua_createtable(L, 0, 4);
   lua_pushinteger(L, a.code);
   lua_setfield(L, -2, "code");
@@ -122,7 +123,7 @@ static int l_turn_parse_url(lua_State *L) {
   char host[256], why[128];
   uint16_t port;
   unsigned mask;
-  if (turn_parse_url(luaL_checkstring(L, 1), host, sizeof host, &port, &mask, why, sizeof why)) {
+  if (turnmsg_parse_url(luaL_checkstring(L, 1), host, sizeof host, &port, &mask, why, sizeof why)) {
     luaL_pushfail(L);
     lua_pushstring(L, why);
     return 2;

@@ -1,8 +1,8 @@
 /* nat: NAT traversal for the node — one UDP socket, a STUN server on it,
- * a STUN client to natTraversal.stunServers, NAT behaviour discovery
- * (RFC 5780) and the list of candidates (host, srflx, and relay from the
- * TURN client in turn.c, which shares the socket: datagrams from its servers
- * go to it).
+ * a STUN client to natTraversal.stunServers (nat_client.c), NAT behaviour
+ * discovery (RFC 5780, nat_disc.c) and the list of candidates (nat_cand.h:
+ * host, srflx, and relay from the TURN client in turn.c, which shares the
+ * socket: datagrams from its servers go to it).
  *
  * The socket is bound to host:udpPort (udpPort: the TCP port the node
  * listens on). Every node answers STUN Binding requests there, so bootstrap
@@ -203,29 +203,12 @@ void nat_stop(struct nat *nt);
  * one is already under way, -1 when NAT traversal is off. */
 int nat_discover(struct nat *nt);
 
-/* The address peers should use, by preferredMethod: "stun" the srflx from
- * STUN (method "stun"), else a relay (method "turn"), else the first host
- * candidate (method "host"); "turn" a relay first, then srflx, then host;
- * "host" always the host one. A TCP relay is preferred to a UDP one.
- * Returns 0, or -1 when there is none. server: the index of the STUN server
- * (method "stun") or of the TURN allocation (method "turn"), or -1. */
-int nat_external(const struct nat *nt, struct stun_addr *out, const char **method, int *server);
-
-/* The candidates ordered by candidatePreference (its type first, then by
- * priority; "priority": by priority only). Returns how many were written. */
-size_t nat_candidates(const struct nat *nt, struct nat_candidate *out, size_t cap);
-
-/* The TURN client's relayed addresses replace the relay candidates (type
- * NAT_CAND_RELAY; server = the allocation's index, transport its). */
-void nat_set_relays(struct nat *nt, const struct nat_candidate *relays, int n);
+/* The candidates and the address peers should use: nat_cand.h. */
 
 const char *nat_cand_type_name(enum nat_cand_type t);
 const char *nat_mapping_name(enum nat_mapping m);     /* NULL when unknown */
 const char *nat_filtering_name(enum nat_filtering f); /* NULL when unknown */
 const char *nat_disc_state_name(enum nat_disc_state s);
 const char *nat_server_state_name(enum nat_server_state s);
-
-/* RFC 8445 priority for component 1. */
-uint32_t nat_priority(enum nat_cand_type t, uint16_t local_pref);
 
 #endif

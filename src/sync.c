@@ -10,6 +10,7 @@
 #include <openssl/rand.h>
 
 #include "chain.h"
+#include "chain_jcs.h"
 #include "log.h"
 #include "netmgr.h"
 #include "scoring.h"
@@ -521,7 +522,7 @@ static void corrupt_block(struct buf *b) {
     if (doc.root->members[i].key_len == 9 && memcmp(doc.root->members[i].key, "timestamp", 9) == 0)
       doc.root->members[i].value->num += 1;
   buf_reset(b);
-  chain_canonical(b, doc.root, NULL, err, sizeof err);
+  jcs_canonical(b, doc.root, NULL, err, sizeof err);
   json_free(&doc);
 }
 

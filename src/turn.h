@@ -18,10 +18,16 @@
  * the peers it sends to and counts what arrives (nothing in bt2c rides it;
  * it is a relay candidate and a diagnostic).
  *
- * Also here, because it runs on the same tick: which IPs get permissions
- * (every connected node's address and advertised candidates, then the most
- * recently seen nodes of the peer store), telling peers about candidate
- * changes (nat_traversal), and storing the candidates peers advertise.
+ * Also part of the client, because they run on its tick: which IPs get
+ * permissions (every connected node's address and advertised candidates,
+ * then the most recently seen nodes of the peer store), telling peers about
+ * candidate changes (nat_traversal), and storing the candidates peers
+ * advertise (turn_cand.h).
+ *
+ * The files: turn.c (start, stop, the tick, the entry points below),
+ * turn_msg.c (messages), turn_txn.c (requests and credentials),
+ * turn_alloc.c (the allocation's life), turn_tcp.c (RFC 6062 connections),
+ * turn_perm.c (permissions and channels), turn_cand.c (candidates).
  *
  * Must not: block the loop (host names are looked up with getaddrinfo_a),
  * read a byte of a server's message outside the frame it came in, keep a
@@ -52,8 +58,6 @@
 struct conf;
 struct nat;
 struct netmgr;
-struct peer;
-struct envelope;
 
 enum turn_state {
   TURN_IDLE,
@@ -67,69 +71,7 @@ enum turn_state {
 
 enum turn_purpose { TP_ALLOCATE, TP_REFRESH, TP_PERMISSION, TP_CHANNEL_BIND, TP_DEALLOCATE };
 
-/* ---- the pure part: encoding and judging messages ----------------------- */
-
-/* What a request or indication carries besides the credentials. */
-struct turn_req {
-  uint16_t method;
-  enum stun_class cls;       /* STUN_REQUEST or STUN_INDICATION */
-  uint8_t transport;         /* Allocate: REQUESTED-TRANSPORT (0: none) */
-  bool has_lifetime;
-  uint32_t lifetime;
-  const struct stun_addr *peer; /* XOR-PEER-ADDRESS, or NULL */
-  uint16_t channel;             /* ChannelBind: CHANNEL-NUMBER (0: none) */
-  bool has_conn_id;             /* ConnectionBind: CONNECTION-ID */
-  uint32_t conn_id;
-  const void *data; /* Send indication: DATA */
-  size_t data_len;
-};
-
-/* Long-term credentials; a request without them passes NULL. */
-struct turn_auth {
-  const char *username;
-  const char *realm;
-  const uint8_t *nonce;
-  size_t nonce_len;
-  const uint8_t *key; /* STUN_LONGTERM_KEY_LEN bytes */
-};
-
-/* Writes the message: the attributes of r, then USERNAME, REALM, NONCE and
- * MESSAGE-INTEGRITY when auth is given, then FINGERPRINT. txid NULL: fresh
- * random. Returns the length, or 0 when it does not fit. */
-size_t turn_encode(uint8_t *buf, size_t cap, const uint8_t *txid, const struct turn_req *r,
-                   const struct turn_auth *auth);
-
-enum turn_verdict {
-  TV_SUCCESS,
-  TV_ERROR,             /* an error response other than the ones below */
-  TV_CHALLENGE,         /* 401 to a request without credentials: realm and nonce given */
-  TV_STALE_NONCE,       /* 438 with a new nonce */
-  TV_WRONG_CREDENTIALS, /* 401 to a request that carried credentials */
-  TV_INTEGRITY,         /* MESSAGE-INTEGRITY missing (on a success) or wrong */
-  TV_MALFORMED,         /* an error without ERROR-CODE, a 401/438 without nonce... */
-  TV_TIMEOUT,           /* no answer at all (not from turn_classify) */
-};
-
-struct turn_answer {
-  int code;
-  char reason[96];      /* printable, trailing NULs stripped */
-  char realm[128];
-  uint8_t nonce[128];
-  size_t nonce_len;
-};
-
-/* Judges a response to a request sent with (key != NULL) or without
- * credentials. */
-enum turn_verdict turn_classify(const struct stun_msg *m, const uint8_t *key,
-                                struct turn_answer *out);
-const char *turn_verdict_name(enum turn_verdict v);
-const char *turn_state_name(enum turn_state s);
-
-/* "turn:host[:port][?transport=udp|tcp]": host (no brackets), port (3478),
- * transports (bit 0 UDP, bit 1 TCP: both without "?transport"). 0, or -1
- * with why ("turns:" is refused: TLS to the server is not supported). */
-int turn_parse_url(const char *url, char *host, size_t hostcap, uint16_t *port,
-                   unsigned *transports, char *why, size_t whycap);
+/* Encoding and judging the messages: turn_msg.h. */
 
 /* ---- the client --------------------------------------------------------- */
 
@@ -287,6 +229,8 @@ struct turn {
   struct log_limit drop_limit;
 };
 
+const char *turn_state_name(enum turn_state s);
+
 /* Starts the allocations of c->natTraversal.turnServers on nt's loop (nt is
  * running) and the tick. Returns NULL only when out of memory. */
 struct turn *turn_start(struct nat *nt, struct loop *l, const struct conf *c);
@@ -307,20 +251,6 @@ const char *turn_on_channel_data(struct turn *t, const uint8_t *buf, size_t n,
 int turn_send(struct turn *t, const struct stun_addr *peer, const void *data, size_t len,
               char *why, size_t whycap);
 
-struct cand;
-
-/* This node's candidates as it advertises them (CAND_* of candidates.h):
- * host and srflx addresses with the TCP listen port, relayed addresses as
- * allocated. Returns how many (at most cap). */
-int turn_local_candidates(const struct nat *nt, int listen_port, struct cand *out, int cap);
-/* Files what a node advertises: without candidates entry_url goes to the
- * peer store as before; with them, entry_url and the TCP candidates are
- * merged into its addresses in this node's dial order (cand_merge_urls: an
- * address that worked stays first). */
-void turn_learn_candidates(struct netmgr *nm, const char *node_id_hex, const char *entry_url,
-                           const struct cand *c, int n, const char *source);
-
-/* The nat_traversal consumer (netmgr hooks): the sender's new candidates. */
-int turn_on_nat_traversal(void *ud, struct peer *p, const struct envelope *e);
+/* The candidates peers are told and tell: turn_cand.h. */
 
 #endif
