@@ -57,32 +57,6 @@ static int key_cmp(const struct json_member *a, const struct json_member *b) {
 
 static int member_cmp(const void *a, const void *b) { return key_cmp(a, b); }
 
-static void canon_string(struct buf *b, const char *s, size_t len) {
-  buf_append(b, "\"", 1);
-  size_t run = 0;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') {
-      run++;
-      continue;
-    }
-    buf_append(b, s + i - run, run);
-    run = 0;
-    switch (c) {
-      case '"': buf_append(b, "\\\"", 2); break;
-      case '\\': buf_append(b, "\\\\", 2); break;
-      case '\b': buf_append(b, "\\b", 2); break;
-      case '\f': buf_append(b, "\\f", 2); break;
-      case '\n': buf_append(b, "\\n", 2); break;
-      case '\r': buf_append(b, "\\r", 2); break;
-      case '\t': buf_append(b, "\\t", 2); break;
-      default: buf_appendf(b, "\\u%04x", c);
-    }
-  }
-  buf_append(b, s + len - run, run);
-  buf_append(b, "\"", 1);
-}
-
 /* The shortest decimal digits that read back as x (x > 0): writes them to
  * digits (no dot, no trailing zeros) and returns the decimal exponent n with
  * x = 0.d1d2...dk * 10^n, as ECMAScript's Number::toString defines them.
@@ -162,7 +136,7 @@ int jcs_value(struct buf *b, const struct json_value *v, const char *skip,
     case JSON_NULL: buf_append(b, "null", 4); return 0;
     case JSON_BOOL: buf_append(b, v->b ? "true" : "false", v->b ? 4 : 5); return 0;
     case JSON_NUMBER: jcs_number(b, v->num); return 0;
-    case JSON_STRING: canon_string(b, v->str, v->len); return 0;
+    case JSON_STRING: json_write_string(b, v->str, v->len); return 0;
     case JSON_ARRAY:
       buf_append(b, "[", 1);
       for (size_t i = 0; i < v->len; i++) {
@@ -197,7 +171,7 @@ int jcs_value(struct buf *b, const struct json_value *v, const char *skip,
       named = true;
     if (!first) buf_append(b, ",", 1);
     first = false;
-    canon_string(b, m[i].key, m[i].key_len);
+    json_write_string(b, m[i].key, m[i].key_len);
     buf_append(b, ":", 1);
     if (named) buf_append(b, override_json, strlen(override_json));
     else rc = jcs_value(b, m[i].value, NULL, NULL, NULL, err, errcap);

@@ -462,6 +462,8 @@ void json_write_string(struct buf *b, const char *s, size_t len) {
     switch (c) {
       case '"': buf_append(b, "\\\"", 2); break;
       case '\\': buf_append(b, "\\\\", 2); break;
+      case '\b': buf_append(b, "\\b", 2); break;
+      case '\f': buf_append(b, "\\f", 2); break;
       case '\n': buf_append(b, "\\n", 2); break;
       case '\r': buf_append(b, "\\r", 2); break;
       case '\t': buf_append(b, "\\t", 2); break;

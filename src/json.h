@@ -53,7 +53,8 @@ const struct json_value *json_get_number(const struct json_value *v, const char 
 bool json_get_int(const struct json_value *v, const char *key, long long min, long long max,
                   long long *out);
 
-/* Appends s as a JSON string literal (quotes included). */
+/* Appends s as a JSON string literal (quotes included), escaped as RFC 8785
+ * canonical JSON escapes it: \" \\ \b \f \n \r \t, other controls as \u00xx. */
 void json_write_string(struct buf *b, const char *s, size_t len);
 /* Appends v as compact JSON. */
 void json_write_value(struct buf *b, const struct json_value *v);
