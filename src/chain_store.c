@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "chain.h"
+#include "sqlfile.h"
 
 #define CHAIN_APPLICATION_ID 0x62743243 /* "bt2C" */
 #define CHAIN_VERSION 1
@@ -73,27 +74,12 @@ static int step_done(sqlite3_stmt *st) {
   return rc == SQLITE_DONE ? 0 : -1;
 }
 
-static int query_int(sqlite3 *db, const char *sql, long long *out) {
-  sqlite3_stmt *st;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-  if (rc != SQLITE_OK) return rc;
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) {
-    *out = sqlite3_column_int64(st, 0);
-    rc = SQLITE_OK;
-  } else if (rc == SQLITE_DONE) {
-    rc = SQLITE_ERROR;
-  }
-  sqlite3_finalize(st);
-  return rc;
-}
-
 static int chainstore_create(struct chain *ch, char *err, size_t errcap) {
   struct bt2c_block g;
   chain_genesis(&g);
   int rc = sqlite3_exec(ch->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
   long long appid = 0;
-  if (rc == SQLITE_OK) rc = query_int(ch->db, "PRAGMA application_id", &appid);
+  if (rc == SQLITE_OK) rc = sqlfile_query_int(ch->db, "PRAGMA application_id", &appid);
   if (rc == SQLITE_OK && appid == 0) { /* nobody created it meanwhile */
     char mark[96];
     snprintf(mark, sizeof mark, "PRAGMA application_id = %d; PRAGMA user_version = %d;",
@@ -126,10 +112,9 @@ static int chainstore_create(struct chain *ch, char *err, size_t errcap) {
 }
 
 static int chainstore_check_file(struct chain *ch, char *err, size_t errcap) {
-  long long appid = 0, version = 0, objects = 0;
-  int rc = query_int(ch->db, "PRAGMA application_id", &appid);
-  if (rc == SQLITE_OK) rc = query_int(ch->db, "PRAGMA user_version", &version);
-  if (rc == SQLITE_OK) rc = query_int(ch->db, "SELECT count(*) FROM sqlite_master", &objects);
+  struct sqlfile_ident id;
+  int rc = sqlfile_identify(ch->db, &id);
+  long long appid = id.appid, version = id.version, objects = id.objects;
   if (rc != SQLITE_OK) {
     snprintf(err, errcap, "%s: not a bt2c chain store (%s)", ch->path, sqlite3_errmsg(ch->db));
     return -1;
@@ -202,7 +187,7 @@ static int chainstore_load_tip(struct chain *ch, char *err, size_t errcap) {
   long long same = 0;
   char sql[160];
   snprintf(sql, sizeof sql, "SELECT count(*) FROM blocks WHERE height = 0 AND hash = '%s'", g.hash);
-  if (rc == SQLITE_OK) rc = query_int(ch->db, sql, &same);
+  if (rc == SQLITE_OK) rc = sqlfile_query_int(ch->db, sql, &same);
   chain_block_free(&g);
   if (rc == SQLITE_OK && same != 1) {
     snprintf(err, errcap, "%s: this chain does not start from the bt2c genesis block; move it away",
@@ -210,8 +195,8 @@ static int chainstore_load_tip(struct chain *ch, char *err, size_t errcap) {
     return -1;
   }
   if (rc == SQLITE_OK)
-    rc = query_int(ch->db, "SELECT count(*) FROM transactions WHERE block_height IS NULL",
-                   &ch->mempool);
+    rc = sqlfile_query_int(ch->db, "SELECT count(*) FROM transactions WHERE block_height IS NULL",
+                           &ch->mempool);
   if (rc != SQLITE_OK) {
     snprintf(err, errcap, "%s: cannot read the chain: %s", ch->path, sqlite3_errmsg(ch->db));
     return -1;

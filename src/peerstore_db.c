@@ -28,6 +28,7 @@
 #include <sqlite3.h>
 
 #include "log.h"
+#include "sqlfile.h"
 
 #define PSDB_APPLICATION_ID 0x62743263 /* "bt2c" */
 #define PSDB_VERSION 2
@@ -79,21 +80,6 @@ static int psdb_on_commit(void *ud) {
   return 0; /* let it commit */
 }
 
-static int psdb_query_int(sqlite3 *db, const char *sql, long long *out) {
-  sqlite3_stmt *st;
-  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-  if (rc != SQLITE_OK) return rc;
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) {
-    *out = sqlite3_column_int64(st, 0);
-    rc = SQLITE_OK;
-  } else if (rc == SQLITE_DONE) {
-    rc = SQLITE_ERROR;
-  }
-  sqlite3_finalize(st);
-  return rc;
-}
-
 /* Fills err with "<path>: <what>" and returns -1. */
 static int psdb_fail(char *err, size_t errcap, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -127,7 +113,7 @@ static int psdb_check_version(const struct psdb *d, long long version, char *err
  * top of the file). */
 static int psdb_upgrade(struct psdb *d, long long from, char *err, size_t errcap) {
   int rc = sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = psdb_query_int(d->db, "PRAGMA user_version", &from);
+  if (rc == SQLITE_OK) rc = sqlfile_query_int(d->db, "PRAGMA user_version", &from);
   if (rc == SQLITE_OK && psdb_check_version(d, from, err, errcap) != 0) {
     sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
     return -1;
@@ -159,10 +145,9 @@ static int psdb_upgrade(struct psdb *d, long long from, char *err, size_t errcap
 static int psdb_check_or_create(struct psdb *d, char *err, size_t errcap) {
   sqlite3 *db = d->db;
   const char *path = d->path;
-  long long appid = 0, version = 0, objects = 0;
-  int rc = psdb_query_int(db, "PRAGMA application_id", &appid);
-  if (rc == SQLITE_OK) rc = psdb_query_int(db, "PRAGMA user_version", &version);
-  if (rc == SQLITE_OK) rc = psdb_query_int(db, "SELECT count(*) FROM sqlite_master", &objects);
+  struct sqlfile_ident id;
+  int rc = sqlfile_identify(db, &id);
+  long long appid = id.appid, version = id.version, objects = id.objects;
   if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
     return psdb_fail(err, errcap, path, "not a bt2c peer store (%s)", sqlite3_errmsg(db));
   if (rc != SQLITE_OK) return psdb_fail(err, errcap, path, "%s", sqlite3_errmsg(db));
@@ -195,8 +180,8 @@ static int psdb_check_or_create(struct psdb *d, char *err, size_t errcap) {
   /* Empty: create, unless another process did so while we looked. */
   bool created = false;
   rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-  if (rc == SQLITE_OK) rc = psdb_query_int(db, "PRAGMA application_id", &appid);
-  if (rc == SQLITE_OK && appid != 0) rc = psdb_query_int(db, "PRAGMA user_version", &version);
+  if (rc == SQLITE_OK) rc = sqlfile_query_int(db, "PRAGMA application_id", &appid);
+  if (rc == SQLITE_OK && appid != 0) rc = sqlfile_query_int(db, "PRAGMA user_version", &version);
   if (rc == SQLITE_OK && appid == 0) {
     char mark[96];
     snprintf(mark, sizeof mark, "PRAGMA application_id = %d; PRAGMA user_version = %d;",
