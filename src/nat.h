@@ -62,7 +62,7 @@ enum nat_server_state {
   NAT_SRV_UNRESOLVED, /* the host name did not resolve */
 };
 
-struct nat_resolve; /* a pending getaddrinfo_a (heap: it may outlive the node) */
+struct resolve; /* a pending getaddrinfo_a (resolve.h; heap: it may outlive the node) */
 struct turn;
 
 struct nat_server {
@@ -79,7 +79,7 @@ struct nat_server {
   double rtt_ms; /* first send to the answer */
   int error_code;
   char error[96]; /* the error reason or why it failed, for the console */
-  struct nat_resolve *res;
+  struct resolve *res;
   double resolve_deadline;
 };
 

@@ -16,18 +16,10 @@
 
 #include "nat_cand.h"
 #include "nat_disc.h"
+#include "resolve.h"
 
 #define RESOLVE_POLL_MS 20
 #define DEFAULT_STUN_PORT 3478
-
-/* A pending getaddrinfo_a request. glibc's worker thread writes into it, so
- * it is on the heap and, if it cannot be cancelled at stop, left there. */
-struct nat_resolve {
-  struct gaicb cb;
-  struct addrinfo hints;
-  char host[256];
-  char service[8];
-};
 
 static double now_ms(void) { return log_monotonic() * 1000.0; }
 
@@ -279,7 +271,7 @@ static void dispatch(struct nat *nt, enum nat_purpose p, int server, int sends, 
   round_check_end(nt);
 }
 
-static void resolve_start(struct nat *nt, int i);
+static void lookup_start(struct nat *nt, int i);
 
 void natclient_round_start(struct nat *nt) {
   nt->round++;
@@ -295,7 +287,7 @@ void natclient_round_start(struct nat *nt) {
     s->error[0] = '\0';
     s->have_mapped = s->have_other = false;
     if (s->numeric) server_send(nt, i);
-    else resolve_start(nt, i);
+    else lookup_start(nt, i);
   }
   round_check_end(nt);
 }
@@ -333,14 +325,14 @@ void natclient_refresh_fired(struct loop_timer *t) {
 
 /* ---- host name lookups --------------------------------------------------- */
 
-static void resolve_failed(struct nat *nt, int i, const char *why) {
+static void lookup_failed(struct nat *nt, int i, const char *why) {
   struct nat_server *s = &nt->servers[i];
   s->state = NAT_SRV_UNRESOLVED;
   snprintf(s->error, sizeof s->error, "%s", why);
   log_at(LV_WARN, "stun_unresolved", "server=%s err=%s", s->url, why);
 }
 
-static void resolve_got(struct nat *nt, int i, const struct addrinfo *ai) {
+static void lookup_got(struct nat *nt, int i, const struct addrinfo *ai) {
   struct nat_server *s = &nt->servers[i];
   for (; ai; ai = ai->ai_next) {
     struct stun_addr a;
@@ -352,86 +344,65 @@ static void resolve_got(struct nat *nt, int i, const struct addrinfo *ai) {
     server_send(nt, i);
     return;
   }
-  resolve_failed(nt, i, "no address of a usable family");
+  lookup_failed(nt, i, "no address of a usable family");
 }
 
-static void resolve_poll(struct loop_timer *t) {
+static void lookup_poll(struct loop_timer *t) {
   struct nat *nt = t->user;
   bool pending = false;
   double now = now_ms();
   for (int i = 0; i < nt->n_servers; i++) {
     struct nat_server *s = &nt->servers[i];
     if (s->res == NULL) continue;
-    int e = gai_error(&s->res->cb);
-    if (e == EAI_INPROGRESS) {
+    const struct addrinfo *list = NULL;
+    const char *err = NULL;
+    enum resolve_status st = resolve_poll(s->res, &list, &err);
+    if (st == RESOLVE_PENDING) {
       pending = true;
       if (s->state == NAT_SRV_RESOLVING && now > s->resolve_deadline)
-        resolve_failed(nt, i, "the host name lookup timed out");
+        lookup_failed(nt, i, "the host name lookup timed out");
       continue;
     }
     if (s->state == NAT_SRV_RESOLVING) {
-      if (e == 0) resolve_got(nt, i, s->res->cb.ar_result);
-      else resolve_failed(nt, i, gai_strerror(e));
+      if (st == RESOLVE_DONE) lookup_got(nt, i, list);
+      else lookup_failed(nt, i, err);
     }
-    if (e == 0 && s->res->cb.ar_result) freeaddrinfo(s->res->cb.ar_result);
-    free(s->res);
+    resolve_free(s->res);
     s->res = NULL;
   }
   nt->resolve_timer_on = pending;
-  if (pending) loop_timer_start(nt->loop, &nt->resolve_timer, RESOLVE_POLL_MS, resolve_poll);
+  if (pending) loop_timer_start(nt->loop, &nt->resolve_timer, RESOLVE_POLL_MS, lookup_poll);
   round_check_end(nt);
 }
 
-static void resolve_start(struct nat *nt, int i) {
+static void lookup_start(struct nat *nt, int i) {
   struct nat_server *s = &nt->servers[i];
   s->state = NAT_SRV_RESOLVING;
   s->resolve_deadline = now_ms() + nt->t.resolve_timeout_ms;
   if (s->res == NULL) { /* else an older lookup is still running: its answer will do */
-    struct nat_resolve *r = calloc(1, sizeof *r);
-    if (r == NULL) {
-      resolve_failed(nt, i, "out of memory");
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = nt->af == AF_INET ? AF_INET : AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    const char *err = NULL;
+    s->res = resolve_start(s->host, s->port, &hints, &err);
+    if (s->res == NULL) {
+      lookup_failed(nt, i, err);
       return;
     }
-    snprintf(r->host, sizeof r->host, "%s", s->host);
-    snprintf(r->service, sizeof r->service, "%u", (unsigned)s->port);
-    r->hints.ai_family = nt->af == AF_INET ? AF_INET : AF_UNSPEC;
-    r->hints.ai_socktype = SOCK_DGRAM;
-    r->hints.ai_flags = AI_NUMERICSERV;
-    r->cb.ar_name = r->host;
-    r->cb.ar_service = r->service;
-    r->cb.ar_request = &r->hints;
-    struct gaicb *list[1] = {&r->cb};
-    int e = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
-    if (e != 0) {
-      free(r);
-      resolve_failed(nt, i, gai_strerror(e));
-      return;
-    }
-    s->res = r;
   }
   if (!nt->resolve_timer_on) {
     nt->resolve_timer_on = true;
     nt->resolve_timer.user = nt;
-    loop_timer_start(nt->loop, &nt->resolve_timer, RESOLVE_POLL_MS, resolve_poll);
+    loop_timer_start(nt->loop, &nt->resolve_timer, RESOLVE_POLL_MS, lookup_poll);
   }
 }
 
-/* Cancels a lookup at stop. One that a glibc thread is working on cannot be
- * cancelled: wait a little, and if it is still running leave its memory to
- * it rather than free what it will write to. */
+/* Cancels a lookup at stop (resolve_abandon waits up to 2 s for one a glibc
+ * thread is working on, then leaves it and its memory to that thread). */
 void natclient_resolve_abandon(struct nat_server *s) {
-  struct nat_resolve *r = s->res;
+  struct resolve *r = s->res;
   s->res = NULL;
-  if (gai_cancel(&r->cb) == EAI_NOTCANCELED) {
-    const struct gaicb *list[1] = {&r->cb};
-    struct timespec ts = {2, 0};
-    gai_suspend(list, 1, &ts);
-  }
-  int e = gai_error(&r->cb);
-  if (e == EAI_INPROGRESS) {
-    log_at(LV_WARN, "stun_lookup_abandoned", "server=%s", s->url);
-    return;
-  }
-  if (e == 0 && r->cb.ar_result) freeaddrinfo(r->cb.ar_result);
-  free(r);
+  if (resolve_abandon(r, 2)) log_at(LV_WARN, "stun_lookup_abandoned", "server=%s", s->url);
 }

@@ -133,7 +133,7 @@ struct turn_dc {
   struct loop_timer timer;
 };
 
-struct turn_resolve;
+struct resolve; /* a pending getaddrinfo_a (resolve.h) */
 
 /* A TCP control connection. On the heap: the loop may report its close
  * after the allocation has moved on to a new one (a == NULL then). */
@@ -190,7 +190,7 @@ struct turn_alloc {
   struct turn_attempt attempt[TURN_MAX_DATACONN];
   int n_attempts;
 
-  struct turn_resolve *res;
+  struct resolve *res;
   double resolve_deadline;
 
   /* the last failure, for the console */

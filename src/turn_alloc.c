@@ -10,6 +10,7 @@
 
 #include "nat.h"
 #include "nat_cand.h"
+#include "resolve.h"
 #include "turn_perm.h"
 #include "turn_tcp.h"
 #include "turn_txn.h"
@@ -21,22 +22,13 @@
 #define AUTH_RETRY 300.0     /* s before refused credentials are tried again */
 #define STABLE_ALLOCATION 10.0 /* s: an allocation lost later is redone at once */
 
-/* A pending getaddrinfo_a; glibc's thread writes into it, so it is on the
- * heap and left there if it cannot be cancelled at stop. */
-struct turn_resolve {
-  struct gaicb cb;
-  struct addrinfo hints;
-  char host[256];
-  char service[8];
-};
-
 static double now_s(void) { return log_monotonic(); }
 
 static const char *tname(uint8_t transport) {
   return transport == STUN_TRANSPORT_TCP ? "tcp" : "udp";
 }
 
-static void resolve_start(struct turn_alloc *a);
+static void lookup_start(struct turn_alloc *a);
 
 /* ---- the allocation's life -------------------------------------------------- */
 
@@ -169,7 +161,7 @@ void turnalloc_begin(struct turn_alloc *a) {
   a->nonce_len = 0;
   a->realm[0] = '\0';
   if (!a->have_server) {
-    resolve_start(a);
+    lookup_start(a);
     return;
   }
   alloc_connect(a);
@@ -298,15 +290,17 @@ void turnalloc_done(struct turn_txn *x, enum turn_verdict v, const struct turn_a
 
 /* ---- host name lookups ------------------------------------------------------ */
 
-static void resolve_poll(struct loop_timer *tm) {
+static void lookup_poll(struct loop_timer *tm) {
   struct turn *t = tm->user;
   bool pending = false;
   double now = now_s();
   for (int i = 0; i < t->n_allocs; i++) {
     struct turn_alloc *a = t->allocs[i];
     if (a->res == NULL) continue;
-    int e = gai_error(&a->res->cb);
-    if (e == EAI_INPROGRESS) {
+    const struct addrinfo *res = NULL;
+    const char *err = NULL;
+    enum resolve_status st = resolve_poll(a->res, &res, &err);
+    if (st == RESOLVE_PENDING) {
       if (a->state == TURN_RESOLVING && now > a->resolve_deadline) {
         turnalloc_resolve_abandon(a);
         turnalloc_fail(a, 0, "the host name lookup timed out");
@@ -315,9 +309,8 @@ static void resolve_poll(struct loop_timer *tm) {
       }
       continue;
     }
-    struct addrinfo *res = e == 0 ? a->res->cb.ar_result : NULL;
     bool found = false;
-    for (struct addrinfo *ai = res; ai && !found; ai = ai->ai_next) {
+    for (const struct addrinfo *ai = res; ai && !found; ai = ai->ai_next) {
       struct stun_addr sa;
       if (stun_addr_from_sockaddr(&sa, ai->ai_addr, ai->ai_addrlen) != 0) continue;
       if (a->transport == STUN_TRANSPORT_UDP && sa.family == STUN_FAMILY_IPV6 &&
@@ -327,69 +320,50 @@ static void resolve_poll(struct loop_timer *tm) {
       a->server = sa;
       found = true;
     }
-    if (res) freeaddrinfo(res);
-    free(a->res);
+    resolve_free(a->res);
     a->res = NULL;
     if (a->state != TURN_RESOLVING) continue;
     if (!found) {
       turnalloc_fail(a, 0, "the host name does not resolve: %s",
-                     e ? gai_strerror(e) : "no usable address");
+                     st == RESOLVE_FAILED ? err : "no usable address");
       continue;
     }
     a->have_server = true;
     alloc_connect(a);
   }
   t->resolve_timer_on = pending;
-  if (pending) loop_timer_start(t->loop, &t->resolve_timer, RESOLVE_POLL_MS, resolve_poll);
+  if (pending) loop_timer_start(t->loop, &t->resolve_timer, RESOLVE_POLL_MS, lookup_poll);
 }
 
-static void resolve_start(struct turn_alloc *a) {
+static void lookup_start(struct turn_alloc *a) {
   struct turn *t = a->t;
   a->state = TURN_RESOLVING;
   a->resolve_deadline = now_s() + RESOLVE_TIMEOUT;
   if (a->res == NULL) {
-    struct turn_resolve *r = calloc(1, sizeof *r);
-    if (r == NULL) {
-      turnalloc_fail(a, 0, "out of memory");
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = a->transport == STUN_TRANSPORT_TCP ? SOCK_STREAM : SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    const char *err = NULL;
+    a->res = resolve_start(a->host, a->port, &hints, &err);
+    if (a->res == NULL) {
+      if (err == resolve_no_memory) turnalloc_fail(a, 0, "%s", err);
+      else turnalloc_fail(a, 0, "the host name lookup failed: %s", err);
       return;
     }
-    snprintf(r->host, sizeof r->host, "%s", a->host);
-    snprintf(r->service, sizeof r->service, "%u", (unsigned)a->port);
-    r->hints.ai_family = AF_UNSPEC;
-    r->hints.ai_socktype = a->transport == STUN_TRANSPORT_TCP ? SOCK_STREAM : SOCK_DGRAM;
-    r->hints.ai_flags = AI_NUMERICSERV;
-    r->cb.ar_name = r->host;
-    r->cb.ar_service = r->service;
-    r->cb.ar_request = &r->hints;
-    struct gaicb *list[1] = {&r->cb};
-    int e = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
-    if (e != 0) {
-      free(r);
-      turnalloc_fail(a, 0, "the host name lookup failed: %s", gai_strerror(e));
-      return;
-    }
-    a->res = r;
   }
   if (!t->resolve_timer_on) {
     t->resolve_timer_on = true;
     t->resolve_timer.user = t;
-    loop_timer_start(t->loop, &t->resolve_timer, RESOLVE_POLL_MS, resolve_poll);
+    loop_timer_start(t->loop, &t->resolve_timer, RESOLVE_POLL_MS, lookup_poll);
   }
 }
 
 /* A lookup a glibc thread is still working on is left to it (its memory
- * too) rather than freed under it. */
+ * too) rather than freed under it: resolve_abandon waits up to 1 s first. */
 void turnalloc_resolve_abandon(struct turn_alloc *a) {
-  struct turn_resolve *r = a->res;
-  if (r == NULL) return;
+  struct resolve *r = a->res;
   a->res = NULL;
-  if (gai_cancel(&r->cb) == EAI_NOTCANCELED) {
-    const struct gaicb *list[1] = {&r->cb};
-    struct timespec ts = {1, 0};
-    gai_suspend(list, 1, &ts);
-  }
-  int e = gai_error(&r->cb);
-  if (e == EAI_INPROGRESS) return;
-  if (e == 0 && r->cb.ar_result) freeaddrinfo(r->cb.ar_result);
-  free(r);
+  resolve_abandon(r, 1);
 }
