@@ -279,6 +279,36 @@ describe("NAT traversal", function()
       assert.are.equal("host", eval(node, "return nat.get_external_address()").method)
       assert.are.equal("failed", eval(node, "return nat.behaviour()").status)
     end)
+
+    -- .invalid never resolves (RFC 6761); the lookups run off the event loop
+    -- (getaddrinfo_a), so the node answers its console while they fail.
+    it("says which STUN and TURN host names do not resolve and keeps serving", function()
+      local node = H.start{ config = { natTraversal = {
+        stunServers = { "stun:no-such-host.invalid:3478" },
+        turnServers = { { urls = "turn:no-such-host.invalid:3478", username = "u", credential = "p" } },
+      } } }
+      local line = node:wait_log("event=stun_unresolved", 20)
+      assert.truthy(line, "no stun_unresolved line:\n" .. node:log())
+      assert.truthy(node:log():find(
+        "event=stun_unresolved server=stun:no-such-host.invalid:3478 err=", 1, true))
+      local srv = H.wait_for(function()
+        local st = eval(node, "return nat.stats()").servers[1]
+        return st.state == "unresolved" and st
+      end, 10)
+      assert.is_table(srv, node:log())
+      assert.truthy(srv.error and #srv.error > 0, "no error text for the server")
+      local al = H.wait_for(function()
+        local a = eval(node, "return nat.turn_status()").allocations[1]
+        return a and a.lastError and a
+      end, 20)
+      assert.is_table(al, "the TURN allocation never failed:\n" .. node:log())
+      assert.are.equal("failed", al.state)
+      assert.truthy(al.lastError.reason:find("^the host name does not resolve"), al.lastError.reason)
+      assert.truthy(node:log():find("event=turn_failed server=turn:no-such-host.invalid:3478", 1, true),
+                    node:log())
+      assert.are.equal("host", eval(node, "return nat.get_external_address()").method)
+      assert.are.equal(2, eval(node, "return 1 + 1")) -- the console still answers
+    end)
   end)
 
   -- A real NAT, built here from network namespaces (root only):
