@@ -757,6 +757,16 @@ static double step(double v, const double *limits, const double *scores, int n) 
   return scores[n];
 }
 
+/* Blocks and transactions alike: validity (0..7) plus how often this peer
+ * brought something new (0..3); 0 when it has sent nothing yet. */
+static double relay_quality(double useful, double duplicate, double invalid) {
+  double total = useful + duplicate + invalid;
+  if (total <= 0) return 0;
+  double valid = (useful + duplicate) / total, fresh = useful / total;
+  return (valid > 0.99 ? 7 : valid > 0.95 ? 5 : valid > 0.9 ? 3 : valid > 0.8 ? 1 : 0) +
+         (fresh > 0.5 ? 3 : fresh > 0.25 ? 2 : fresh > 0.1 ? 1 : 0);
+}
+
 /* The seed's mappings (PeerScoring.update*): latency by the smoothed round
  * trip, uptime by the fraction of time connected, blocks and transactions by
  * validity (0..7) plus usefulness (0..3). */
@@ -765,24 +775,8 @@ static void default_categories(const struct policy_score_metrics *m, double c[SC
   c[SCORE_LATENCY] = m->rtt_ms < 0 ? 0 : step(m->rtt_ms, rtt_lim, rtt_score, 4);
   double up = m->uptime * 100;
   c[SCORE_UPTIME] = up > 99 ? 10 : up > 95 ? 8 : up > 90 ? 6 : up > 80 ? 4 : up > 70 ? 2 : 0;
-  double bt = m->blocks_first + m->blocks_duplicate + m->blocks_invalid;
-  if (bt > 0) {
-    double valid = (m->blocks_first + m->blocks_duplicate) / bt;
-    double first = m->blocks_first / bt;
-    c[SCORE_BLOCK_PROPAGATION] = (valid > 0.99 ? 7 : valid > 0.95 ? 5 : valid > 0.9 ? 3 : valid > 0.8 ? 1 : 0) +
-                                 (first > 0.5 ? 3 : first > 0.25 ? 2 : first > 0.1 ? 1 : 0);
-  } else {
-    c[SCORE_BLOCK_PROPAGATION] = 0;
-  }
-  double tt = m->tx_useful + m->tx_duplicate + m->tx_invalid;
-  if (tt > 0) {
-    double valid = (m->tx_useful + m->tx_duplicate) / tt;
-    double useful = m->tx_useful / tt;
-    c[SCORE_TRANSACTION_RELAY] = (valid > 0.99 ? 7 : valid > 0.95 ? 5 : valid > 0.9 ? 3 : valid > 0.8 ? 1 : 0) +
-                                 (useful > 0.5 ? 3 : useful > 0.25 ? 2 : useful > 0.1 ? 1 : 0);
-  } else {
-    c[SCORE_TRANSACTION_RELAY] = 0;
-  }
+  c[SCORE_BLOCK_PROPAGATION] = relay_quality(m->blocks_first, m->blocks_duplicate, m->blocks_invalid);
+  c[SCORE_TRANSACTION_RELAY] = relay_quality(m->tx_useful, m->tx_duplicate, m->tx_invalid);
   c[SCORE_VALIDATOR_STATUS] = m->validator ? 10 : 0;
   c[SCORE_BEHAVIOR] = m->behavior > 10 ? 10 : m->behavior < -100 ? -100 : m->behavior;
 }
