@@ -1,5 +1,6 @@
-/* policy_int: what policy.c (generations, hook calls) and policy_check.c
- * (checking a loaded file) share. Not for use outside the policy family. */
+/* policy_int: what policy.c (generations, host, typed hooks), policy_invoke.c
+ * (calling one hook) and policy_check.c (checking a loaded file) share. Not
+ * for use outside the policy family. */
 #ifndef BT2C_POLICY_INT_H
 #define BT2C_POLICY_INT_H
 
@@ -7,6 +8,8 @@
 
 #include <lua.h>
 
+#include "log.h"
+#include "lpolicy.h"
 #include "lsandbox.h"
 #include "policy.h"
 
@@ -49,6 +52,66 @@ struct generation {
   int line[PH_N];
   struct tunables t;
 };
+
+struct hook_stats {
+  unsigned long calls, errors, timeouts, oom, bad_returns, defaulted;
+  double time_ms;
+  int consecutive;
+  bool disabled;
+  struct log_limit rl;
+  char last_error[300];
+};
+
+struct policy_host {
+  struct policy_limits limits;
+  char *config_literal;
+  struct lpolicy_config cfg;
+  struct generation *gen;
+  unsigned long generation;
+  struct hook_stats stats[PH_N];
+  struct conf_errors last_errors;
+};
+
+/* ---- calling one hook (policy_invoke.c) ---------------------------------- */
+
+enum outcome { OUT_OK, OUT_ERROR, OUT_TIMEOUT, OUT_OOM, OUT_BAD_RETURN };
+extern const char *const pinvoke_outcome_names[];
+
+struct invoke {
+  enum phook hook;
+  int ref;
+  /* arguments */
+  const struct policy_handshake *hs;
+  const double *cats;
+  const struct policy_score_metrics *metrics;
+  const char *node_id;
+  enum policy_level from, to;
+  const char *behavior;
+  double total;
+  const char *msg_type;
+  const struct policy_relay_situation *sit;
+  /* results */
+  bool accept;
+  char reason[256];
+  double number;
+  enum relay_mode mode;
+  double out_cats[SCORE_NCATEGORIES];
+  struct policy_threshold_action action;
+  char bad[300]; /* set when the return value was unusable */
+};
+
+/* A call's sandbox limits: the host's per-call limits times mult. */
+struct lsandbox_limits pinvoke_limits(const struct policy_limits *l, int mult);
+/* The first line of a Lua message, with Lua's "..." abbreviation of a long
+ * chunk name replaced by the full path. */
+void pinvoke_first_line(char *out, size_t cap, const char *msg, const char *path);
+/* Calls iv->hook of g once under lim times mult, without counters or logs;
+ * msg gets why when the outcome is not OUT_OK, "" when it is. */
+enum outcome pinvoke_run(struct generation *g, struct invoke *iv,
+                         const struct policy_limits *lim, int mult, double *elapsed, char *msg,
+                         size_t cap);
+/* Runs a hook for a caller: false means "use the C default". */
+bool pinvoke_call(struct policy_host *h, struct invoke *iv);
 
 struct check_ctx {
   enum pfile file;
