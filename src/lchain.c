@@ -16,6 +16,7 @@
 #include "log.h"
 #include "netmgr.h"
 #include "node.h"
+#include "lfield.h"
 
 #define HOOK_BUDGET_MS 1000
 
@@ -54,16 +55,6 @@ static int fail(lua_State *L, const char *err) {
   luaL_pushfail(L);
   lua_pushstring(L, err);
   return 2;
-}
-
-static void set_int(lua_State *L, const char *k, long long v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
 }
 
 /* An integer field of the table at idx (def when absent, -1 = required). */
@@ -139,7 +130,7 @@ static void m_metrics(void *ctx, const struct bt2c_metric *m, int n) {
   struct lchain *c = ctx;
   if (!has_hook(c, c->monitor_ref, "on_metrics")) return;
   lua_createtable(c->L, 0, n);
-  for (int i = 0; i < n; i++) set_num(c->L, m[i].name, m[i].value);
+  for (int i = 0; i < n; i++) lfield_num(c->L, m[i].name, m[i].value);
   call_hook(c, c->monitor_ref, "on_metrics", 1);
 }
 
@@ -206,7 +197,7 @@ static int l_metrics(lua_State *L) {
   struct bt2c_metric m[64];
   int n = bt2c_metrics(integ(L), m, 64);
   lua_createtable(L, 0, n);
-  for (int i = 0; i < n; i++) set_num(L, m[i].name, m[i].value);
+  for (int i = 0; i < n; i++) lfield_num(L, m[i].name, m[i].value);
   return 1;
 }
 
@@ -223,7 +214,7 @@ static int l_get_tip(lua_State *L) {
   char hash[BT2C_HASH_HEX + 1];
   st->tip(st->ctx, hash);
   lua_createtable(L, 0, 2);
-  set_int(L, "height", st->height(st->ctx));
+  lfield_int(L, "height", st->height(st->ctx));
   lua_pushstring(L, hash);
   lua_setfield(L, -2, "hash");
   return 1;
@@ -345,23 +336,23 @@ static int l_sync_status(lua_State *L) {
   struct bt2c_sync_status s;
   bt2c_sync_status(integ(L), &s);
   lua_createtable(L, 0, 16);
-  set_int(L, "height", s.height);
-  set_int(L, "target", s.target);
+  lfield_int(L, "height", s.height);
+  lfield_int(L, "target", s.target);
   lua_pushboolean(L, s.syncing);
   lua_setfield(L, -2, "syncing");
-  set_int(L, "peers", s.peers);
-  set_int(L, "requests_in_flight", s.requests_in_flight);
-  set_int(L, "buffered", s.buffered);
-  set_int(L, "blocks_received", (long long)s.blocks_received);
-  set_int(L, "blocks_applied", (long long)s.blocks_applied);
-  set_int(L, "requests_sent", (long long)s.requests_sent);
-  set_int(L, "bad_responses", (long long)s.bad_responses);
-  set_int(L, "timeouts", (long long)s.timeouts);
-  set_int(L, "empty_responses", (long long)s.empty_responses);
-  set_int(L, "served_requests", (long long)s.served_requests);
-  set_int(L, "served_blocks", (long long)s.served_blocks);
-  if (s.started_at > 0) set_num(L, "started_at", s.started_at);
-  if (s.completed_at > 0) set_num(L, "completed_at", s.completed_at);
+  lfield_int(L, "peers", s.peers);
+  lfield_int(L, "requests_in_flight", s.requests_in_flight);
+  lfield_int(L, "buffered", s.buffered);
+  lfield_int(L, "blocks_received", (long long)s.blocks_received);
+  lfield_int(L, "blocks_applied", (long long)s.blocks_applied);
+  lfield_int(L, "requests_sent", (long long)s.requests_sent);
+  lfield_int(L, "bad_responses", (long long)s.bad_responses);
+  lfield_int(L, "timeouts", (long long)s.timeouts);
+  lfield_int(L, "empty_responses", (long long)s.empty_responses);
+  lfield_int(L, "served_requests", (long long)s.served_requests);
+  lfield_int(L, "served_blocks", (long long)s.served_blocks);
+  if (s.started_at > 0) lfield_num(L, "started_at", s.started_at);
+  if (s.completed_at > 0) lfield_num(L, "completed_at", s.completed_at);
   return 1;
 }
 
@@ -478,7 +469,7 @@ static int l_vals_get(lua_State *L) {
   struct bt2c_validator *v = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *v, 0);
   if (n) n = vm->current(vm->ctx, v, n, &epoch);
   lua_createtable(L, 0, 3);
-  set_int(L, "epoch", epoch);
+  lfield_int(L, "epoch", epoch);
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
     lua_createtable(L, 0, 3);
@@ -490,7 +481,7 @@ static int l_vals_get(lua_State *L) {
       lua_pushstring(L, pub);
       lua_setfield(L, -2, "publicKey");
     }
-    set_int(L, "power", v[i].power);
+    lfield_int(L, "power", v[i].power);
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "validators");

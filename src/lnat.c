@@ -8,28 +8,18 @@
 #include "nat_cand.h"
 #include "node.h"
 #include "turn.h"
+#include "lfield.h"
 
 static struct nat *nat_of(lua_State *L) {
   struct node *n = lua_touserdata(L, lua_upvalueindex(1));
   return &n->nat;
 }
 
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_str(lua_State *L, const char *k, const char *v) {
-  if (v == NULL) return;
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, k);
-}
-
 /* [-0, +0, m] Sets t.address and t.port on the table at the top. */
 static void set_addr(lua_State *L, const struct stun_addr *a) {
   char ip[STUN_ADDR_STRLEN];
-  set_str(L, "address", stun_addr_ip(a, ip, sizeof ip));
-  set_int(L, "port", a->port);
+  lfield_str(L, "address", stun_addr_ip(a, ip, sizeof ip));
+  lfield_int(L, "port", a->port);
 }
 
 /* [-0, +1, m] {address =, port =} */
@@ -60,8 +50,8 @@ static int l_get_external_address(lua_State *L) {
   }
   lua_createtable(L, 0, 4);
   set_addr(L, &a);
-  set_str(L, "method", method);
-  set_str(L, "server", server_url(nt, method[0] == 't' ? NAT_CAND_RELAY : NAT_CAND_SRFLX, server));
+  lfield_str(L, "method", method);
+  lfield_str(L, "server", server_url(nt, method[0] == 't' ? NAT_CAND_RELAY : NAT_CAND_SRFLX, server));
   return 1;
 }
 
@@ -73,11 +63,11 @@ static int l_get_candidates(lua_State *L) {
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_createtable(L, 0, 6);
-    set_str(L, "type", nat_cand_type_name(c[i].type));
+    lfield_str(L, "type", nat_cand_type_name(c[i].type));
     set_addr(L, &c[i].addr);
-    set_int(L, "priority", c[i].priority);
-    set_str(L, "transport", c[i].transport == STUN_TRANSPORT_TCP ? "tcp" : "udp");
-    if (c[i].type != NAT_CAND_HOST) set_str(L, "server", server_url(nt, c[i].type, c[i].server));
+    lfield_int(L, "priority", c[i].priority);
+    lfield_str(L, "transport", c[i].transport == STUN_TRANSPORT_TCP ? "tcp" : "udp");
+    if (c[i].type != NAT_CAND_HOST) lfield_str(L, "server", server_url(nt, c[i].type, c[i].server));
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   return 1;
@@ -100,13 +90,13 @@ static int l_behaviour(lua_State *L) {
   struct nat *nt = nat_of(L);
   const struct nat_behaviour *b = &nt->beh;
   lua_createtable(L, 0, 6);
-  set_str(L, "status", nat_disc_state_name(b->state));
+  lfield_str(L, "status", nat_disc_state_name(b->state));
   if (b->state == NAT_DISC_RUNNING || b->state == NAT_DISC_DONE) {
-    set_str(L, "mapping", nat_mapping_name(b->mapping));
-    set_str(L, "filtering", nat_filtering_name(b->filtering));
+    lfield_str(L, "mapping", nat_mapping_name(b->mapping));
+    lfield_str(L, "filtering", nat_filtering_name(b->filtering));
     lua_pushboolean(L, b->behind_nat);
     lua_setfield(L, -2, "behindNat");
-    if (b->server >= 0) set_str(L, "server", nt->servers[b->server].url);
+    if (b->server >= 0) lfield_str(L, "server", nt->servers[b->server].url);
     push_addr(L, &b->other);
     lua_setfield(L, -2, "otherAddress");
   }
@@ -119,20 +109,20 @@ static int l_stats(lua_State *L) {
   lua_createtable(L, 0, 18);
   lua_pushboolean(L, nt->running);
   lua_setfield(L, -2, "enabled");
-  if (nt->disabled[0]) set_str(L, "disabled", nt->disabled);
-  if (nt->running) set_int(L, "udpPort", nt->port);
-  set_int(L, "requests", (lua_Integer)s->requests);
-  set_int(L, "retransmits", (lua_Integer)s->retransmits);
-  set_int(L, "responses", (lua_Integer)s->responses);
-  set_int(L, "errorResponses", (lua_Integer)s->error_responses);
-  set_int(L, "timeouts", (lua_Integer)s->timeouts);
-  set_int(L, "malformed", (lua_Integer)s->malformed);
-  set_int(L, "served", (lua_Integer)s->served);
-  set_int(L, "rateLimited", (lua_Integer)s->rate_limited);
-  set_int(L, "stray", (lua_Integer)s->stray);
-  set_int(L, "ignored", (lua_Integer)s->ignored);
-  set_int(L, "sendErrors", (lua_Integer)s->send_errors);
-  set_int(L, "rounds", (lua_Integer)s->rounds);
+  if (nt->disabled[0]) lfield_str(L, "disabled", nt->disabled);
+  if (nt->running) lfield_int(L, "udpPort", nt->port);
+  lfield_int(L, "requests", (lua_Integer)s->requests);
+  lfield_int(L, "retransmits", (lua_Integer)s->retransmits);
+  lfield_int(L, "responses", (lua_Integer)s->responses);
+  lfield_int(L, "errorResponses", (lua_Integer)s->error_responses);
+  lfield_int(L, "timeouts", (lua_Integer)s->timeouts);
+  lfield_int(L, "malformed", (lua_Integer)s->malformed);
+  lfield_int(L, "served", (lua_Integer)s->served);
+  lfield_int(L, "rateLimited", (lua_Integer)s->rate_limited);
+  lfield_int(L, "stray", (lua_Integer)s->stray);
+  lfield_int(L, "ignored", (lua_Integer)s->ignored);
+  lfield_int(L, "sendErrors", (lua_Integer)s->send_errors);
+  lfield_int(L, "rounds", (lua_Integer)s->rounds);
   lua_pushboolean(L, nt->round_active);
   lua_setfield(L, -2, "discovering");
   lua_createtable(L, nt->n_servers, 0);
@@ -140,36 +130,31 @@ static int l_stats(lua_State *L) {
     const struct nat_server *v = &nt->servers[i];
     char at[STUN_ADDR_STRLEN];
     lua_createtable(L, 0, 8);
-    set_str(L, "url", v->url);
-    set_str(L, "state", nat_server_state_name(v->state));
-    if (v->have_addr) set_str(L, "address", stun_addr_str(&v->addr, at, sizeof at));
-    if (v->have_mapped) set_str(L, "mapped", stun_addr_str(&v->mapped, at, sizeof at));
-    if (v->have_other) set_str(L, "otherAddress", stun_addr_str(&v->other, at, sizeof at));
-    if (v->state == NAT_SRV_OK) set_int(L, "rttMs", (lua_Integer)(v->rtt_ms + 0.5));
-    set_int(L, "tries", v->tries);
-    if (v->error_code) set_int(L, "errorCode", v->error_code);
-    if (v->error[0]) set_str(L, "error", v->error);
+    lfield_str(L, "url", v->url);
+    lfield_str(L, "state", nat_server_state_name(v->state));
+    if (v->have_addr) lfield_str(L, "address", stun_addr_str(&v->addr, at, sizeof at));
+    if (v->have_mapped) lfield_str(L, "mapped", stun_addr_str(&v->mapped, at, sizeof at));
+    if (v->have_other) lfield_str(L, "otherAddress", stun_addr_str(&v->other, at, sizeof at));
+    if (v->state == NAT_SRV_OK) lfield_int(L, "rttMs", (lua_Integer)(v->rtt_ms + 0.5));
+    lfield_int(L, "tries", v->tries);
+    if (v->error_code) lfield_int(L, "errorCode", v->error_code);
+    if (v->error[0]) lfield_str(L, "error", v->error);
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "servers");
   return 1;
 }
 
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-
 /* [-0, +1, m] One allocation as nat.turn_status() shows it. */
 static void push_alloc(lua_State *L, const struct turn_alloc *a, double now) {
   char at[STUN_ADDR_STRLEN];
   lua_createtable(L, 0, 20);
-  set_str(L, "server", a->url);
-  set_str(L, "transport", a->transport == STUN_TRANSPORT_TCP ? "tcp" : "udp");
-  set_str(L, "state", turn_state_name(a->state));
-  if (a->have_server) set_str(L, "serverAddress", stun_addr_str(&a->server, at, sizeof at));
-  set_str(L, "username", a->username);
-  if (a->realm[0]) set_str(L, "realm", a->realm);
+  lfield_str(L, "server", a->url);
+  lfield_str(L, "transport", a->transport == STUN_TRANSPORT_TCP ? "tcp" : "udp");
+  lfield_str(L, "state", turn_state_name(a->state));
+  if (a->have_server) lfield_str(L, "serverAddress", stun_addr_str(&a->server, at, sizeof at));
+  lfield_str(L, "username", a->username);
+  if (a->realm[0]) lfield_str(L, "realm", a->realm);
   if (a->state == TURN_ALLOCATED) {
     push_addr(L, &a->relayed);
     lua_setfield(L, -2, "relayedAddress");
@@ -177,26 +162,26 @@ static void push_alloc(lua_State *L, const struct turn_alloc *a, double now) {
       push_addr(L, &a->mapped);
       lua_setfield(L, -2, "mappedAddress");
     }
-    set_int(L, "lifetime", a->lifetime);
-    set_num(L, "lifetimeLeft", a->expires - now);
-    set_num(L, "allocatedFor", now - a->allocated);
+    lfield_int(L, "lifetime", a->lifetime);
+    lfield_num(L, "lifetimeLeft", a->expires - now);
+    lfield_num(L, "allocatedFor", now - a->allocated);
   }
-  set_int(L, "allocations", a->allocations);
-  set_int(L, "refreshes", a->refreshes);
+  lfield_int(L, "allocations", a->allocations);
+  lfield_int(L, "refreshes", a->refreshes);
   if (a->error[0]) {
     lua_createtable(L, 0, 2);
-    if (a->error_code) set_int(L, "code", a->error_code);
-    set_str(L, "reason", a->error);
+    if (a->error_code) lfield_int(L, "code", a->error_code);
+    lfield_str(L, "reason", a->error);
     lua_setfield(L, -2, "lastError");
   }
   lua_createtable(L, a->n_perm, 0);
   for (int i = 0; i < a->n_perm; i++) {
     const struct turn_perm *p = &a->perm[i];
     lua_createtable(L, 0, 3);
-    set_str(L, "address", stun_addr_ip(&p->ip, at, sizeof at));
-    set_str(L, "state", p->pending ? "pending" : p->refused_until > now ? "refused"
+    lfield_str(L, "address", stun_addr_ip(&p->ip, at, sizeof at));
+    lfield_str(L, "state", p->pending ? "pending" : p->refused_until > now ? "refused"
                         : p->installed > 0 && now - p->installed < 300 ? "installed" : "lapsed");
-    if (p->installed > 0) set_num(L, "expiresIn", p->installed + 300 - now);
+    if (p->installed > 0) lfield_num(L, "expiresIn", p->installed + 300 - now);
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "permissions");
@@ -205,24 +190,24 @@ static void push_alloc(lua_State *L, const struct turn_alloc *a, double now) {
     for (int i = 0; i < a->n_chan; i++) {
       const struct turn_chan *c = &a->chan[i];
       lua_createtable(L, 0, 3);
-      set_int(L, "number", c->number);
-      set_str(L, "peer", stun_addr_str(&c->peer, at, sizeof at));
-      set_str(L, "state", c->bound > 0 ? "bound" : c->pending ? "pending" : "none");
+      lfield_int(L, "number", c->number);
+      lfield_str(L, "peer", stun_addr_str(&c->peer, at, sizeof at));
+      lfield_str(L, "state", c->bound > 0 ? "bound" : c->pending ? "pending" : "none");
       lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "channels");
-    set_int(L, "dataIn", (lua_Integer)a->data_in);
-    set_int(L, "channelDataIn", (lua_Integer)a->channel_data_in);
-    set_int(L, "bytesIn", (lua_Integer)a->data_bytes_in);
-    set_int(L, "sent", (lua_Integer)a->sent);
+    lfield_int(L, "dataIn", (lua_Integer)a->data_in);
+    lfield_int(L, "channelDataIn", (lua_Integer)a->channel_data_in);
+    lfield_int(L, "bytesIn", (lua_Integer)a->data_bytes_in);
+    lfield_int(L, "sent", (lua_Integer)a->sent);
     if (a->have_last_from) {
-      set_str(L, "lastFrom", stun_addr_str(&a->last_from, at, sizeof at));
+      lfield_str(L, "lastFrom", stun_addr_str(&a->last_from, at, sizeof at));
       lua_pushlstring(L, (const char *)a->last_data, a->last_data_len);
       lua_setfield(L, -2, "lastData");
     }
   } else {
-    set_int(L, "connections", (lua_Integer)a->connections);
-    set_int(L, "connectionsFailed", (lua_Integer)a->connections_failed);
+    lfield_int(L, "connections", (lua_Integer)a->connections);
+    lfield_int(L, "connectionsFailed", (lua_Integer)a->connections_failed);
   }
 }
 
@@ -242,20 +227,20 @@ static int l_turn_status(lua_State *L) {
   lua_setfield(L, -2, "allocations");
   if (t == NULL) return 1;
   const struct turn_stats *s = &t->stats;
-  set_int(L, "requests", (lua_Integer)s->requests);
-  set_int(L, "retransmits", (lua_Integer)s->retransmits);
-  set_int(L, "responses", (lua_Integer)s->responses);
-  set_int(L, "errorResponses", (lua_Integer)s->error_responses);
-  set_int(L, "timeouts", (lua_Integer)s->timeouts);
-  set_int(L, "challenges", (lua_Integer)s->challenges);
-  set_int(L, "staleNonces", (lua_Integer)s->stale_nonces);
-  set_int(L, "authFailures", (lua_Integer)s->auth_failures);
-  set_int(L, "malformed", (lua_Integer)s->malformed);
-  set_int(L, "stray", (lua_Integer)s->stray);
-  set_int(L, "permissionsCreated", (lua_Integer)s->permissions);
-  set_int(L, "channelBinds", (lua_Integer)s->channel_binds);
-  set_int(L, "sendErrors", (lua_Integer)s->send_errors);
-  set_int(L, "natTraversalSent", (lua_Integer)s->nat_traversal_sent);
+  lfield_int(L, "requests", (lua_Integer)s->requests);
+  lfield_int(L, "retransmits", (lua_Integer)s->retransmits);
+  lfield_int(L, "responses", (lua_Integer)s->responses);
+  lfield_int(L, "errorResponses", (lua_Integer)s->error_responses);
+  lfield_int(L, "timeouts", (lua_Integer)s->timeouts);
+  lfield_int(L, "challenges", (lua_Integer)s->challenges);
+  lfield_int(L, "staleNonces", (lua_Integer)s->stale_nonces);
+  lfield_int(L, "authFailures", (lua_Integer)s->auth_failures);
+  lfield_int(L, "malformed", (lua_Integer)s->malformed);
+  lfield_int(L, "stray", (lua_Integer)s->stray);
+  lfield_int(L, "permissionsCreated", (lua_Integer)s->permissions);
+  lfield_int(L, "channelBinds", (lua_Integer)s->channel_binds);
+  lfield_int(L, "sendErrors", (lua_Integer)s->send_errors);
+  lfield_int(L, "natTraversalSent", (lua_Integer)s->nat_traversal_sent);
   return 1;
 }
 

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "netmgr.h"
 #include "node.h"
+#include "lfield.h"
 
 #define HANDLER_BUDGET_MS 1000
 #define BAD_DATA "message data must encode to a JSON object (a table with string keys) " \
@@ -25,26 +26,6 @@ struct lnet {
 
 static struct lnet *lnet_of(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
-}
-
-static void set_int(lua_State *L, const char *k, long long v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_str(lua_State *L, const char *k, const char *v) {
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_bool(lua_State *L, const char *k, bool v) {
-  lua_pushboolean(L, v);
-  lua_setfield(L, -2, k);
 }
 
 static const char *state_name(enum peer_state s) {
@@ -70,46 +51,46 @@ static void push_decoded(struct lnet *x, lua_State *L, const char *text, size_t 
 static void push_peer(struct lnet *x, lua_State *L, const struct peer *p) {
   double now = log_monotonic();
   lua_createtable(L, 0, 24);
-  set_str(L, "id", p->id_hex);
-  set_str(L, "direction", p->inbound ? "inbound" : "outbound");
-  set_str(L, "state", state_name(p->state));
-  set_str(L, "remote", p->remote);
+  lfield_str(L, "id", p->id_hex);
+  lfield_str(L, "direction", p->inbound ? "inbound" : "outbound");
+  lfield_str(L, "state", state_name(p->state));
+  lfield_str(L, "remote", p->remote);
   char url[128];
   netmgr_peer_url(p, url, sizeof url);
-  set_str(L, "url", url);
-  set_str(L, "source", p->dial_source);
-  set_bool(L, "persistent", p->persistent);
+  lfield_str(L, "url", url);
+  lfield_str(L, "source", p->dial_source);
+  lfield_bool(L, "persistent", p->persistent);
   if (p->hello_received) {
-    set_int(L, "version", p->hello.version);
-    set_str(L, "networkId", p->hello.network_id);
-    set_int(L, "listenPort", p->hello.listen_port);
-    set_int(L, "height", p->hello.height);
-    set_num(L, "clockSkewMs", p->clock_skew_ms);
+    lfield_int(L, "version", p->hello.version);
+    lfield_str(L, "networkId", p->hello.network_id);
+    lfield_int(L, "listenPort", p->hello.listen_port);
+    lfield_int(L, "height", p->hello.height);
+    lfield_num(L, "clockSkewMs", p->clock_skew_ms);
     if (p->hello.metadata_json) {
       push_decoded(x, L, p->hello.metadata_json, strlen(p->hello.metadata_json));
       lua_setfield(L, -2, "metadata");
     }
   }
-  if (p->established_at > 0) set_num(L, "connectedFor", now - p->established_at);
+  if (p->established_at > 0) lfield_num(L, "connectedFor", now - p->established_at);
   if (p->rtt_avg_ms > 0) {
-    set_num(L, "rttMs", p->rtt_ms);
-    set_num(L, "rttAvgMs", p->rtt_avg_ms);
+    lfield_num(L, "rttMs", p->rtt_ms);
+    lfield_num(L, "rttAvgMs", p->rtt_avg_ms);
   }
-  set_int(L, "messagesIn", (long long)p->msgs_in);
-  set_int(L, "messagesOut", (long long)p->msgs_out);
-  set_int(L, "bytesIn", (long long)p->bytes_in);
-  set_int(L, "bytesOut", (long long)p->bytes_out);
-  set_int(L, "queuedBytes", (long long)p->q_bytes);
+  lfield_int(L, "messagesIn", (long long)p->msgs_in);
+  lfield_int(L, "messagesOut", (long long)p->msgs_out);
+  lfield_int(L, "bytesIn", (long long)p->bytes_in);
+  lfield_int(L, "bytesOut", (long long)p->bytes_out);
+  lfield_int(L, "queuedBytes", (long long)p->q_bytes);
   if (p->status_at > 0) { /* its last NETWORK_STATUS */
     lua_createtable(L, 0, 5);
-    set_int(L, "peers", p->status_peers);
-    set_int(L, "height", p->status_height);
-    set_str(L, "version", p->status_version);
-    set_num(L, "uptime", p->status_uptime);
-    set_num(L, "age", now - p->status_at);
+    lfield_int(L, "peers", p->status_peers);
+    lfield_int(L, "height", p->status_height);
+    lfield_str(L, "version", p->status_version);
+    lfield_num(L, "uptime", p->status_uptime);
+    lfield_num(L, "age", now - p->status_at);
     lua_setfield(L, -2, "status");
   }
-  set_int(L, "dropped", (long long)p->dropped);
+  lfield_int(L, "dropped", (long long)p->dropped);
 }
 
 static void push_by_type(lua_State *L, const uint64_t *counts) {
@@ -126,24 +107,24 @@ static int l_status(lua_State *L) {
   struct netmgr *nm = &x->n->net;
   const struct netmgr_stats *s = &nm->stats;
   lua_createtable(L, 0, 16);
-  set_str(L, "nodeId", nm->me.id_hex);
-  set_str(L, "networkId", nm->conf->networkId);
+  lfield_str(L, "nodeId", nm->me.id_hex);
+  lfield_str(L, "networkId", nm->conf->networkId);
   char listen[96];
   snprintf(listen, sizeof listen, "%s:%d", nm->conf->host, nm->tr.listen_port);
-  set_str(L, "listen", listen);
-  set_int(L, "listenPort", nm->tr.listen_port);
+  lfield_str(L, "listen", listen);
+  lfield_int(L, "listenPort", nm->tr.listen_port);
   int dialing = 0, handshaking = 0;
   for (const struct peer *p = nm->peers; p; p = p->next) {
     if (p->state == PEER_DIALING) dialing++;
     if (p->state == PEER_HANDSHAKING) handshaking++;
   }
   lua_createtable(L, 0, 6);
-  set_int(L, "inbound", nm->n_inbound);
-  set_int(L, "outbound", nm->n_outbound);
-  set_int(L, "total", nm->n_inbound + nm->n_outbound);
-  set_int(L, "dialing", dialing);
-  set_int(L, "handshaking", handshaking);
-  set_int(L, "maxPeers", nm->conf->maxPeers);
+  lfield_int(L, "inbound", nm->n_inbound);
+  lfield_int(L, "outbound", nm->n_outbound);
+  lfield_int(L, "total", nm->n_inbound + nm->n_outbound);
+  lfield_int(L, "dialing", dialing);
+  lfield_int(L, "handshaking", handshaking);
+  lfield_int(L, "maxPeers", nm->conf->maxPeers);
   lua_setfield(L, -2, "peers");
   lua_createtable(L, 0, 2);
   push_by_type(L, s->msgs_in);
@@ -158,13 +139,13 @@ static int l_status(lua_State *L) {
   lua_setfield(L, -2, "out");
   lua_setfield(L, -2, "bytes");
   lua_createtable(L, 0, 10);
-  set_int(L, "accepted", (long long)s->accepted);
-  set_int(L, "dialled", (long long)s->dialled);
-  set_int(L, "dialFailures", (long long)s->dial_failures);
-  set_int(L, "handshakesOk", (long long)s->handshakes_ok);
-  set_int(L, "handshakesFailed", (long long)s->handshakes_failed);
-  set_int(L, "invalidMessages", (long long)s->invalid_messages);
-  set_int(L, "droppedSends", (long long)s->dropped_sends);
+  lfield_int(L, "accepted", (long long)s->accepted);
+  lfield_int(L, "dialled", (long long)s->dialled);
+  lfield_int(L, "dialFailures", (long long)s->dial_failures);
+  lfield_int(L, "handshakesOk", (long long)s->handshakes_ok);
+  lfield_int(L, "handshakesFailed", (long long)s->handshakes_failed);
+  lfield_int(L, "invalidMessages", (long long)s->invalid_messages);
+  lfield_int(L, "droppedSends", (long long)s->dropped_sends);
   lua_newtable(L);
   for (int i = 0; i < 16; i++) {
     if (s->refused[i] == 0) continue;
@@ -374,14 +355,14 @@ static void on_message(void *ud, struct peer *p, const struct envelope *e) {
   snprintf(ev, sizeof ev, "message:%s", env_type_name(e->type));
   lua_pushstring(L, p->id_hex);
   lua_createtable(L, 0, 5);
-  set_str(L, "type", env_type_name(e->type));
+  lfield_str(L, "type", env_type_name(e->type));
   push_decoded(x, L, (const char *)e->payload, e->payload_len);
   lua_setfield(L, -2, "data");
   hex_encode(e->origin, ENV_NODE_ID_LEN, hex);
-  set_str(L, "origin", hex);
+  lfield_str(L, "origin", hex);
   hex_encode(e->id, ENV_MSG_ID_LEN, hex);
-  set_str(L, "id", hex);
-  set_int(L, "hops", e->hops);
+  lfield_str(L, "id", hex);
+  lfield_int(L, "hops", e->hops);
   dispatch(x, ev, 2);
 }
 

@@ -9,13 +9,9 @@
 #include "netmgr.h"
 #include "node.h"
 #include "relay.h"
+#include "lfield.h"
 
 static struct node *node_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
-
-static void set_int(lua_State *L, const char *k, uint64_t v) {
-  lua_pushinteger(L, (lua_Integer)v);
-  lua_setfield(L, -2, k);
-}
 
 /* relay.send_direct_relay_message(target_id, {type =, data =}) -> message id
  * (hex), or nil, "no route". The outcome arrives as network.on("relay:result",
@@ -62,42 +58,42 @@ static int l_send_direct(lua_State *L) {
 static int l_get_stats(lua_State *L) {
   struct relay *r = &node_of(L)->net.relay;
   lua_createtable(L, 0, 10);
-  set_int(L, "received", r->received);
-  set_int(L, "delivered", r->delivered);
-  set_int(L, "relayed", r->relayed);
-  set_int(L, "duplicates", r->duplicates);
+  lfield_int(L, "received", r->received);
+  lfield_int(L, "delivered", r->delivered);
+  lfield_int(L, "relayed", r->relayed);
+  lfield_int(L, "duplicates", r->duplicates);
   lua_createtable(L, 0, DROP_COUNT);
-  for (int d = 0; d < DROP_COUNT; d++) set_int(L, relay_drop_name((enum relay_drop)d), r->dropped[d]);
+  for (int d = 0; d < DROP_COUNT; d++) lfield_int(L, relay_drop_name((enum relay_drop)d), r->dropped[d]);
   lua_setfield(L, -2, "dropped");
   lua_createtable(L, 0, 8);
   for (int t = MSG_BLOCK; t < MSG_TYPE_COUNT; t++) {
     const struct relay_type_stats *s = &r->by_type[t];
     if (s->received == 0 && s->relayed == 0) continue;
     lua_createtable(L, 0, 4);
-    set_int(L, "received", s->received);
-    set_int(L, "delivered", s->delivered);
-    set_int(L, "relayed", s->relayed);
-    set_int(L, "duplicates", s->duplicates);
+    lfield_int(L, "received", s->received);
+    lfield_int(L, "delivered", s->delivered);
+    lfield_int(L, "relayed", s->relayed);
+    lfield_int(L, "duplicates", s->duplicates);
     lua_setfield(L, -2, env_type_name(t));
   }
   lua_setfield(L, -2, "byType");
   lua_createtable(L, 0, 3);
-  set_int(L, "sent", r->direct_sent);
-  set_int(L, "delivered", r->direct_delivered);
-  set_int(L, "failed", r->direct_failed);
+  lfield_int(L, "sent", r->direct_sent);
+  lfield_int(L, "delivered", r->direct_delivered);
+  lfield_int(L, "failed", r->direct_failed);
   lua_setfield(L, -2, "direct");
   lua_createtable(L, 0, 5);
-  set_int(L, "announced", r->pull.announced);
-  set_int(L, "requests", r->pull.wants_sent);
-  set_int(L, "requested", r->pull.wanted_ids);
-  set_int(L, "served", r->pull.served);
-  set_int(L, "misses", r->pull.misses);
+  lfield_int(L, "announced", r->pull.announced);
+  lfield_int(L, "requests", r->pull.wants_sent);
+  lfield_int(L, "requested", r->pull.wanted_ids);
+  lfield_int(L, "served", r->pull.served);
+  lfield_int(L, "misses", r->pull.misses);
   lua_setfield(L, -2, "pull");
-  set_int(L, "rescued", r->rescued);
+  lfield_int(L, "rescued", r->rescued);
   lua_createtable(L, 0, 3);
-  set_int(L, "size", r->seen.count);
-  set_int(L, "capacity", r->seen.cap);
-  set_int(L, "evictedEarly", r->seen.evicted_early);
+  lfield_int(L, "size", r->seen.count);
+  lfield_int(L, "capacity", r->seen.cap);
+  lfield_int(L, "evictedEarly", r->seen.evicted_early);
   lua_setfield(L, -2, "seen");
   lua_createtable(L, 0, 5);
   static const char *const names[] = {"flood", "selective", "validator_only"};

@@ -11,6 +11,7 @@
 #include "netmgr.h"
 #include "node.h"
 #include "scoring.h"
+#include "lfield.h"
 
 static struct node *node_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
 
@@ -22,14 +23,9 @@ static struct score *check_score(lua_State *L, int idx, bool create) {
   return s;
 }
 
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-
 static void push_categories(lua_State *L, const double *c) {
   lua_createtable(L, 0, SCORE_NCATEGORIES);
-  for (int i = 0; i < SCORE_NCATEGORIES; i++) set_num(L, conf_category_name(i), c[i]);
+  for (int i = 0; i < SCORE_NCATEGORIES; i++) lfield_num(L, conf_category_name(i), c[i]);
 }
 
 static int l_record_behavior(lua_State *L) {
@@ -66,28 +62,28 @@ static int l_get_score(lua_State *L) {
   lua_createtable(L, 0, 12);
   lua_pushstring(L, s->id);
   lua_setfield(L, -2, "peer_id");
-  set_num(L, "total_score", s->total);
+  lfield_num(L, "total_score", s->total);
   lua_pushstring(L, policy_level_name(s->level));
   lua_setfield(L, -2, "level");
   push_categories(L, s->cat);
   lua_setfield(L, -2, "categories");
-  for (int i = 0; i < SCORE_NCATEGORIES; i++) set_num(L, conf_category_name(i), s->cat[i]);
-  if (scoring_banned(s, now)) set_num(L, "banned_for", s->ban_until - now);
+  for (int i = 0; i < SCORE_NCATEGORIES; i++) lfield_num(L, conf_category_name(i), s->cat[i]);
+  if (scoring_banned(s, now)) lfield_num(L, "banned_for", s->ban_until - now);
   lua_pushboolean(L, s->session_start > 0);
   lua_setfield(L, -2, "connected");
 
   lua_createtable(L, 0, 10);
-  if (s->rtt_ms >= 0) set_num(L, "rtt_ms", s->rtt_ms);
-  set_num(L, "connected_s", s->connected_s + (s->session_start > 0 ? now - s->session_start : 0));
-  set_num(L, "disconnects", s->disconnects);
-  set_num(L, "reconnects", s->reconnects);
-  set_num(L, "blocks_first", s->blocks_first);
-  set_num(L, "blocks_duplicate", s->blocks_duplicate);
-  set_num(L, "blocks_invalid", s->blocks_invalid);
-  set_num(L, "tx_useful", s->tx_useful);
-  set_num(L, "tx_duplicate", s->tx_duplicate);
-  set_num(L, "tx_invalid", s->tx_invalid);
-  set_num(L, "behavior", s->behavior);
+  if (s->rtt_ms >= 0) lfield_num(L, "rtt_ms", s->rtt_ms);
+  lfield_num(L, "connected_s", s->connected_s + (s->session_start > 0 ? now - s->session_start : 0));
+  lfield_num(L, "disconnects", s->disconnects);
+  lfield_num(L, "reconnects", s->reconnects);
+  lfield_num(L, "blocks_first", s->blocks_first);
+  lfield_num(L, "blocks_duplicate", s->blocks_duplicate);
+  lfield_num(L, "blocks_invalid", s->blocks_invalid);
+  lfield_num(L, "tx_useful", s->tx_useful);
+  lfield_num(L, "tx_duplicate", s->tx_duplicate);
+  lfield_num(L, "tx_invalid", s->tx_invalid);
+  lfield_num(L, "behavior", s->behavior);
   lua_pushboolean(L, s->validator);
   lua_setfield(L, -2, "validator");
   lua_setfield(L, -2, "metrics");
@@ -100,9 +96,9 @@ static int l_get_score(lua_State *L) {
     lua_createtable(L, 0, 4);
     lua_pushstring(L, scoring_behavior_name((enum behavior)e->behavior));
     lua_setfield(L, -2, "behavior");
-    set_num(L, "delta", e->delta);
-    set_num(L, "total", e->total);
-    set_num(L, "at", e->at);
+    lfield_num(L, "delta", e->delta);
+    lfield_num(L, "total", e->total);
+    lfield_num(L, "at", e->at);
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "history");
@@ -123,7 +119,7 @@ static int l_get_score(lua_State *L) {
     lua_createtable(L, 0, 2);
     lua_pushstring(L, conf_category_name(order[i]));
     lua_setfield(L, -2, "category");
-    set_num(L, "contribution", contrib[order[i]]);
+    lfield_num(L, "contribution", contrib[order[i]]);
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "factors");
@@ -141,7 +137,7 @@ static int l_get_top_peers(lua_State *L) {
     lua_createtable(L, 0, 4);
     lua_pushstring(L, top[i]->id);
     lua_setfield(L, -2, "peer_id");
-    set_num(L, "total_score", top[i]->total);
+    lfield_num(L, "total_score", top[i]->total);
     lua_pushstring(L, policy_level_name(top[i]->level));
     lua_setfield(L, -2, "level");
     lua_pushboolean(L, top[i]->session_start > 0);

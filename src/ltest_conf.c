@@ -12,6 +12,7 @@
 #include "conf.h"
 #include "log.h"
 #include "ltest.h"
+#include "lfield.h"
 
 #define CONF_BOX "bt2c.test.conf"
 
@@ -28,22 +29,6 @@ static int box_gc(lua_State *L) {
   return 0;
 }
 
-static void set_str(lua_State *L, const char *k, const char *v) {
-  if (v == NULL) return;
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-
 static void set_list(lua_State *L, const char *k, char **v, size_t n) {
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
@@ -55,36 +40,36 @@ static void set_list(lua_State *L, const char *k, char **v, size_t n) {
 
 static void push_conf(lua_State *L, const struct conf *c) {
   lua_newtable(L);
-  set_str(L, "path", c->path);
-  set_str(L, "dir", c->dir);
-  set_int(L, "port", c->port);
-  set_str(L, "host", c->host);
-  set_int(L, "maxPeers", c->maxPeers);
-  set_int(L, "maxInbound", c->maxInbound);
-  set_int(L, "maxOutbound", c->maxOutbound);
-  set_int(L, "connectionTimeout", c->connectionTimeout);
-  set_int(L, "handshakeTimeout", c->handshakeTimeout);
-  set_int(L, "pingInterval", c->pingInterval);
-  set_int(L, "peerDiscoveryInterval", c->peerDiscoveryInterval);
+  lfield_str(L, "path", c->path);
+  lfield_str(L, "dir", c->dir);
+  lfield_int(L, "port", c->port);
+  lfield_str(L, "host", c->host);
+  lfield_int(L, "maxPeers", c->maxPeers);
+  lfield_int(L, "maxInbound", c->maxInbound);
+  lfield_int(L, "maxOutbound", c->maxOutbound);
+  lfield_int(L, "connectionTimeout", c->connectionTimeout);
+  lfield_int(L, "handshakeTimeout", c->handshakeTimeout);
+  lfield_int(L, "pingInterval", c->pingInterval);
+  lfield_int(L, "peerDiscoveryInterval", c->peerDiscoveryInterval);
   set_list(L, "bootstrapPeers", c->bootstrapPeers, c->n_bootstrapPeers);
   set_list(L, "persistentPeers", c->persistentPeers, c->n_persistentPeers);
   set_list(L, "validators", c->validators, c->n_validators);
-  set_str(L, "nodeId", c->nodeId);
-  set_str(L, "metaVersion", c->metaVersion);
+  lfield_str(L, "nodeId", c->nodeId);
+  lfield_str(L, "metaVersion", c->metaVersion);
   lua_pushboolean(L, c->isValidator);
   lua_setfield(L, -2, "isValidator");
 
   lua_newtable(L);
-  set_num(L, "decayPeriod", c->peerScoring.decayPeriod);
-  set_num(L, "decayFactor", c->peerScoring.decayFactor);
-  set_int(L, "historyLimit", c->peerScoring.historyLimit);
+  lfield_num(L, "decayPeriod", c->peerScoring.decayPeriod);
+  lfield_num(L, "decayFactor", c->peerScoring.decayFactor);
+  lfield_int(L, "historyLimit", c->peerScoring.historyLimit);
   lua_newtable(L);
   for (int cat = 0; cat < SCORE_NCATEGORIES; cat++)
-    set_num(L, conf_category_name((enum score_category)cat), c->peerScoring.weights[cat]);
+    lfield_num(L, conf_category_name((enum score_category)cat), c->peerScoring.weights[cat]);
   lua_setfield(L, -2, "weights");
-  set_num(L, "trusted", c->peerScoring.trusted);
-  set_num(L, "neutral", c->peerScoring.neutral);
-  set_num(L, "banned", c->peerScoring.banned);
+  lfield_num(L, "trusted", c->peerScoring.trusted);
+  lfield_num(L, "neutral", c->peerScoring.neutral);
+  lfield_num(L, "banned", c->peerScoring.banned);
   lua_setfield(L, -2, "peerScoring");
 
   lua_newtable(L);
@@ -93,50 +78,50 @@ static void push_conf(lua_State *L, const struct conf *c) {
   for (size_t i = 0; i < c->natTraversal.n_turnServers; i++) {
     const struct conf_turn_server *s = &c->natTraversal.turnServers[i];
     lua_newtable(L);
-    set_str(L, "urls", s->urls);
-    set_str(L, "username", s->username);
-    set_str(L, "credential", s->credential);
+    lfield_str(L, "urls", s->urls);
+    lfield_str(L, "username", s->username);
+    lfield_str(L, "credential", s->credential);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, "turnServers");
-  set_str(L, "preferredMethod", c->natTraversal.preferredMethod);
-  set_str(L, "candidatePreference", c->natTraversal.candidatePreference);
-  set_num(L, "stunRto", c->natTraversal.stunRto);
-  set_num(L, "stunRetransmissions", c->natTraversal.stunRetransmissions);
-  set_num(L, "stunRefreshInterval", c->natTraversal.stunRefreshInterval);
+  lfield_str(L, "preferredMethod", c->natTraversal.preferredMethod);
+  lfield_str(L, "candidatePreference", c->natTraversal.candidatePreference);
+  lfield_num(L, "stunRto", c->natTraversal.stunRto);
+  lfield_num(L, "stunRetransmissions", c->natTraversal.stunRetransmissions);
+  lfield_num(L, "stunRefreshInterval", c->natTraversal.stunRefreshInterval);
   lua_setfield(L, -2, "natTraversal");
 
   lua_newtable(L);
-  set_int(L, "maxRelayHops", c->messageRelay.maxRelayHops);
-  set_str(L, "relayMode", conf_relay_mode_name(c->messageRelay.relayMode));
-  set_num(L, "relayThreshold", c->messageRelay.relayThreshold);
-  set_num(L, "messageExpiration", c->messageRelay.messageExpiration);
-  set_num(L, "cleanupInterval", c->messageRelay.cleanupInterval);
-  set_num(L, "seenCacheSize", c->messageRelay.seenCacheSize);
+  lfield_int(L, "maxRelayHops", c->messageRelay.maxRelayHops);
+  lfield_str(L, "relayMode", conf_relay_mode_name(c->messageRelay.relayMode));
+  lfield_num(L, "relayThreshold", c->messageRelay.relayThreshold);
+  lfield_num(L, "messageExpiration", c->messageRelay.messageExpiration);
+  lfield_num(L, "cleanupInterval", c->messageRelay.cleanupInterval);
+  lfield_num(L, "seenCacheSize", c->messageRelay.seenCacheSize);
   lua_setfield(L, -2, "messageRelay");
 
-  set_str(L, "dataDir", c->dataDir);
-  set_str(L, "policyDir", c->policyDir);
-  set_str(L, "consoleSocket", c->consoleSocket);
-  set_str(L, "networkId", c->networkId);
+  lfield_str(L, "dataDir", c->dataDir);
+  lfield_str(L, "policyDir", c->policyDir);
+  lfield_str(L, "consoleSocket", c->consoleSocket);
+  lfield_str(L, "networkId", c->networkId);
   lua_newtable(L);
-  set_str(L, "host", c->metrics.host);
-  set_int(L, "port", c->metrics.port);
+  lfield_str(L, "host", c->metrics.host);
+  lfield_int(L, "port", c->metrics.port);
   lua_setfield(L, -2, "metrics");
   lua_newtable(L);
-  set_str(L, "cert", c->tls.cert);
-  set_str(L, "key", c->tls.key);
+  lfield_str(L, "cert", c->tls.cert);
+  lfield_str(L, "key", c->tls.key);
   lua_setfield(L, -2, "tls");
-  set_str(L, "logLevel", log_level_name(c->logLevel));
-  set_int(L, "maxMessageSize", (lua_Integer)c->maxMessageSize);
-  set_int(L, "consoleTimeout", c->consoleTimeout);
+  lfield_str(L, "logLevel", log_level_name(c->logLevel));
+  lfield_int(L, "maxMessageSize", (lua_Integer)c->maxMessageSize);
+  lfield_int(L, "consoleTimeout", c->consoleTimeout);
   lua_newtable(L);
-  set_int(L, "instructions", c->policyLimits.instructions);
-  set_int(L, "time", c->policyLimits.time);
-  set_int(L, "memory", (lua_Integer)c->policyLimits.memory);
-  set_int(L, "failures", c->policyLimits.failures);
+  lfield_int(L, "instructions", c->policyLimits.instructions);
+  lfield_int(L, "time", c->policyLimits.time);
+  lfield_int(L, "memory", (lua_Integer)c->policyLimits.memory);
+  lfield_int(L, "failures", c->policyLimits.failures);
   lua_setfield(L, -2, "policyLimits");
-  set_str(L, "normalized", c->normalized);
+  lfield_str(L, "normalized", c->normalized);
   conf_push(L, c);
   lua_setfield(L, -2, "pushed");
 }

@@ -28,6 +28,7 @@
 
 #include "ltest.h"
 #include "stun.h"
+#include "lfield.h"
 
 #define UDP_MT "bt2c.test.udp"
 #define MAX_MSG 4096
@@ -132,11 +133,6 @@ static int l_encode(lua_State *L) {
   return 1;
 }
 
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
 static void set_lstr(lua_State *L, const char *k, const void *s, size_t n) {
   lua_pushlstring(L, s, n);
   lua_setfield(L, -2, k);
@@ -145,7 +141,7 @@ static void set_lstr(lua_State *L, const char *k, const void *s, size_t n) {
 /* [-0, +1, m] One attribute as a table, value decoded where the type is known. */
 static void push_attr(lua_State *L, const struct stun_msg *m, const struct stun_attr *a) {
   lua_createtable(L, 0, 6);
-  set_int(L, "type", a->type);
+  lfield_int(L, "type", a->type);
   const char *name = stun_attr_name(a->type);
   if (name) {
     lua_pushstring(L, name);
@@ -163,14 +159,14 @@ static void push_attr(lua_State *L, const struct stun_msg *m, const struct stun_
     char ip[STUN_ADDR_STRLEN];
     lua_pushstring(L, stun_addr_ip(&addr, ip, sizeof ip));
     lua_setfield(L, -2, "address");
-    set_int(L, "port", addr.port);
-    set_int(L, "family", addr.family == STUN_FAMILY_IPV6 ? 6 : 4);
+    lfield_int(L, "port", addr.port);
+    lfield_int(L, "family", addr.family == STUN_FAMILY_IPV6 ? 6 : 4);
   } else if (a->type == STUN_A_ERROR_CODE) {
     int code;
     const uint8_t *r;
     size_t rl;
     if (stun_attr_error(a, &code, &r, &rl) == 0) {
-      set_int(L, "code", code);
+      lfield_int(L, "code", code);
       set_lstr(L, "reason", r, rl);
     }
   } else if (a->type == STUN_A_UNKNOWN_ATTRIBUTES) {
@@ -185,7 +181,7 @@ static void push_attr(lua_State *L, const struct stun_msg *m, const struct stun_
       lua_setfield(L, -2, "types");
     }
   } else if (a->type != STUN_A_FINGERPRINT && stun_attr_u32(a, &u) == 0) {
-    set_int(L, "u32", u);
+    lfield_int(L, "u32", u);
   }
 }
 
@@ -205,7 +201,7 @@ static int l_decode(lua_State *L) {
     lua_createtable(L, 0, 3);
     lua_pushliteral(L, "channel_data");
     lua_setfield(L, -2, "kind");
-    set_int(L, "channel", ch);
+    lfield_int(L, "channel", ch);
     set_lstr(L, "data", d, dl);
     return 1;
   }
@@ -223,8 +219,8 @@ static int l_decode(lua_State *L) {
   lua_createtable(L, 0, 12);
   lua_pushliteral(L, "stun");
   lua_setfield(L, -2, "kind");
-  set_int(L, "type", m.type);
-  set_int(L, "method", m.method);
+  lfield_int(L, "type", m.type);
+  lfield_int(L, "method", m.method);
   if (stun_method_name(m.method)) {
     lua_pushstring(L, stun_method_name(m.method));
     lua_setfield(L, -2, "methodName");
@@ -232,7 +228,7 @@ static int l_decode(lua_State *L) {
   lua_pushstring(L, stun_class_name(m.cls));
   lua_setfield(L, -2, "class");
   set_lstr(L, "txid", m.txid, STUN_TXID_LEN);
-  set_int(L, "length", (lua_Integer)(m.len - STUN_HEADER_LEN));
+  lfield_int(L, "length", (lua_Integer)(m.len - STUN_HEADER_LEN));
   lua_pushboolean(L, m.fp_off != 0);
   lua_setfield(L, -2, "fingerprint");
   lua_pushboolean(L, m.mi_off != 0 || m.mi256_off != 0);

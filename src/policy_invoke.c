@@ -18,6 +18,7 @@
 #include "lpolicy.h"
 #include "lsandbox.h"
 #include "policy_int.h"
+#include "lfield.h"
 
 const char *const pinvoke_outcome_names[] = {"ok", "error", "timeout", "oom", "bad_return"};
 
@@ -42,69 +43,53 @@ void pinvoke_first_line(char *out, size_t cap, const char *msg, const char *path
   snprintf(out, cap, "%.*s", (int)n, msg);
 }
 
-static void set_str(lua_State *L, const char *k, const char *v) {
-  if (v == NULL) return;
-  lua_pushstring(L, v);
-  lua_setfield(L, -2, k); /* a fresh table: no metamethods */
-}
-
-static void set_num(lua_State *L, const char *k, double v) {
-  lua_pushnumber(L, v);
-  lua_setfield(L, -2, k);
-}
-
-static void set_int(lua_State *L, const char *k, lua_Integer v) {
-  lua_pushinteger(L, v);
-  lua_setfield(L, -2, k);
-}
-
 static int push_args(lua_State *L, const struct invoke *iv) {
   switch (iv->hook) {
     case PH_VALIDATE:
       lua_createtable(L, 0, 8);
-      set_str(L, "node_id", iv->hs->node_id);
-      set_str(L, "address", iv->hs->address);
+      lfield_str(L, "node_id", iv->hs->node_id);
+      lfield_str(L, "address", iv->hs->address);
       lua_pushboolean(L, iv->hs->inbound);
       lua_setfield(L, -2, "inbound");
-      set_int(L, "protocol_version", iv->hs->protocol_version);
-      set_str(L, "network_id", iv->hs->network_id);
-      set_str(L, "local_network_id", iv->hs->local_network_id);
-      set_num(L, "clock_skew_ms", iv->hs->clock_skew_ms);
-      set_str(L, "metadata_json", iv->hs->metadata_json);
+      lfield_int(L, "protocol_version", iv->hs->protocol_version);
+      lfield_str(L, "network_id", iv->hs->network_id);
+      lfield_str(L, "local_network_id", iv->hs->local_network_id);
+      lfield_num(L, "clock_skew_ms", iv->hs->clock_skew_ms);
+      lfield_str(L, "metadata_json", iv->hs->metadata_json);
       return 1;
     case PH_CATEGORIES: {
       const struct policy_score_metrics *m = iv->metrics;
       lua_createtable(L, 0, 8);
-      if (m->rtt_ms >= 0) set_num(L, "rtt_ms", m->rtt_ms);
-      set_num(L, "uptime", m->uptime);
-      set_num(L, "connected_s", m->connected_s);
-      set_num(L, "disconnects", m->disconnects);
-      set_num(L, "reconnects", m->reconnects);
+      if (m->rtt_ms >= 0) lfield_num(L, "rtt_ms", m->rtt_ms);
+      lfield_num(L, "uptime", m->uptime);
+      lfield_num(L, "connected_s", m->connected_s);
+      lfield_num(L, "disconnects", m->disconnects);
+      lfield_num(L, "reconnects", m->reconnects);
       lua_createtable(L, 0, 3);
-      set_num(L, "first", m->blocks_first);
-      set_num(L, "duplicate", m->blocks_duplicate);
-      set_num(L, "invalid", m->blocks_invalid);
+      lfield_num(L, "first", m->blocks_first);
+      lfield_num(L, "duplicate", m->blocks_duplicate);
+      lfield_num(L, "invalid", m->blocks_invalid);
       lua_setfield(L, -2, "blocks");
       lua_createtable(L, 0, 3);
-      set_num(L, "useful", m->tx_useful);
-      set_num(L, "duplicate", m->tx_duplicate);
-      set_num(L, "invalid", m->tx_invalid);
+      lfield_num(L, "useful", m->tx_useful);
+      lfield_num(L, "duplicate", m->tx_duplicate);
+      lfield_num(L, "invalid", m->tx_invalid);
       lua_setfield(L, -2, "transactions");
       lua_pushboolean(L, m->validator);
       lua_setfield(L, -2, "validator");
-      set_num(L, "behavior", m->behavior);
+      lfield_num(L, "behavior", m->behavior);
       return 1;
     }
     case PH_ON_THRESHOLD:
       lua_createtable(L, 0, 2);
-      set_str(L, "node_id", iv->node_id);
-      set_num(L, "total", iv->total);
+      lfield_str(L, "node_id", iv->node_id);
+      lfield_num(L, "total", iv->total);
       lua_pushstring(L, policy_level_name(iv->from));
       lua_pushstring(L, policy_level_name(iv->to));
       return 3;
     case PH_TOTAL:
       lua_createtable(L, 0, SCORE_NCATEGORIES);
-      for (int i = 0; i < SCORE_NCATEGORIES; i++) set_num(L, lpolicy_category_name(i), iv->cats[i]);
+      for (int i = 0; i < SCORE_NCATEGORIES; i++) lfield_num(L, lpolicy_category_name(i), iv->cats[i]);
       return 1;
     case PH_DELTA:
       lua_pushstring(L, iv->behavior);
@@ -113,9 +98,9 @@ static int push_args(lua_State *L, const struct invoke *iv) {
     case PH_SELECT_MODE:
       lua_pushstring(L, iv->msg_type);
       lua_createtable(L, 0, 3);
-      set_int(L, "peers", iv->sit->peers);
-      set_int(L, "validators", iv->sit->validators);
-      set_int(L, "trusted", iv->sit->trusted);
+      lfield_int(L, "peers", iv->sit->peers);
+      lfield_int(L, "validators", iv->sit->validators);
+      lfield_int(L, "trusted", iv->sit->trusted);
       return 2;
     case PH_N: break;
   }
