@@ -32,7 +32,7 @@ local A, B   -- A is attacked; B is the well-behaved peer that dialled A
 local A_ID, B_ID
 local round = 0
 
-local function url(node) return "ws://127.0.0.1:" .. node.port end
+local url = H.url
 
 -- Runs one attack case against A from `source`; returns its JSON report.
 local function attack(case, source, extra)

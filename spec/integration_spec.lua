@@ -13,17 +13,7 @@
 -- inbound and outbound slots for the newcomers of the sync tests).
 local H = require "helpers.node"
 
-local function url(node) return "ws://127.0.0.1:" .. node.port end
-
-local function id_of(node)
-  node.id = node.id or node:eval("return network.get_network_status().nodeId")
-  return node.id
-end
-
-local function peer_ids(node)
-  return node:eval([[local t = {} for _, p in ipairs(network.get_peers()) do t[#t + 1] = p.id end
-    return t]])
-end
+local url, id_of, peer_ids = H.url, H.id_of, H.peer_ids
 
 -- Starts n nodes (opts.dirs[i]: reuse a data directory) and connects them
 -- as `edges` says ({a, b}: a dials b); waits until every node has exactly

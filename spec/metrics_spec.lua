@@ -13,7 +13,7 @@ local cjson = require "cjson"
 local PYTHON = "/usr/bin/python3" -- Debian's, with python3-prometheus-client
 local QUIET = { pingInterval = 600000, peerDiscoveryInterval = 600000 } -- no traffic of its own
 
-local function url(node) return "ws://127.0.0.1:" .. node.port end
+local url = H.url
 
 -- ---- a tiny HTTP/1.1 client over bt2c.tcp_connect --------------------------
 

@@ -3,12 +3,7 @@
 local H = require "helpers.node"
 local sys = H.sys
 
-local function url(node) return "ws://127.0.0.1:" .. node.port end
-
-local function id_of(node)
-  node.id = node.id or node:eval("return network.get_network_status().nodeId")
-  return node.id
-end
+local url, id_of = H.url, H.id_of
 
 local function peers(node)
   local list = node:eval("return network.get_peers()")

@@ -9,7 +9,8 @@ local PYTHON = "/usr/bin/python3" -- Debian's, with python3-websockets and pytho
 local CLIENT = H.SOURCE .. "/tools/pyclient/bt2c_client.py"
 local SELF_TEST = H.SOURCE .. "/tools/pyclient/test_codec.py"
 
-local function url(node) return "ws://127.0.0.1:" .. node.port end
+local url = H.url
+
 local function network_id(node) return node.conf.networkId or "bt2c-mainnet" end
 
 -- The client prints one JSON object per line on stdout.

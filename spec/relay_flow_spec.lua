@@ -14,17 +14,7 @@
 local H = require "helpers.node"
 local sys = H.sys
 
-local function url(node) return "ws://127.0.0.1:" .. node.port end
-
-local function id_of(node)
-  node.id = node.id or node:eval("return network.get_network_status().nodeId")
-  return node.id
-end
-
-local function peer_ids(node)
-  return node:eval([[local t = {} for _, p in ipairs(network.get_peers()) do t[#t + 1] = p.id end
-    return t]])
-end
+local url, id_of, peer_ids = H.url, H.id_of, H.peer_ids
 
 -- The relay counters of the message types these tests send (other traffic,
 -- such as NAT advertisements, is left out of the totals).

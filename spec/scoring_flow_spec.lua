@@ -27,12 +27,7 @@ local SEED_WEIGHTS = { latency = 0.2, uptime = 0.2, blockPropagation = 0.25,
 local LATENCY_WEIGHTS = { latency = 0.8, uptime = 0.1, blockPropagation = 0.05,
   transactionRelay = 0.02, validatorStatus = 0.02, behavior = 0.01 }
 
-local function url(node) return "ws://127.0.0.1:" .. node.port end
-
-local function id_of(node)
-  node.id = node.id or node:eval("return network.get_network_status().nodeId")
-  return node.id
-end
+local url, id_of = H.url, H.id_of
 
 -- The model's total for the given categories and weights (README, "How a
 -- score is made").

@@ -5,12 +5,7 @@ local sys = H.sys
 
 local X = string.rep("ab", 20) -- a node id nobody is connected as
 
-local function url(node) return "ws://127.0.0.1:" .. node.port end
-
-local function id_of(node)
-  node.id = node.id or node:eval("return network.get_network_status().nodeId")
-  return node.id
-end
+local url, id_of = H.url, H.id_of
 
 local function total(node, id)
   return node:eval(string.format("return scoring.get_score(%q).total_score", id))

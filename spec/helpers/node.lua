@@ -219,6 +219,19 @@ function Node:sanitizer_report()
     or log:match("(ERROR: LeakSanitizer.-\n)")
 end
 
+-- Small look-ups the network specs share.
+function M.url(node) return "ws://127.0.0.1:" .. node.port end
+
+function M.id_of(node)
+  node.id = node.id or node:eval("return network.get_network_status().nodeId")
+  return node.id
+end
+
+function M.peer_ids(node)
+  return node:eval([[local t = {} for _, p in ipairs(network.get_peers()) do t[#t + 1] = p.id end
+    return t]])
+end
+
 -- Stops every node started so far and removes their directories.
 function M.cleanup()
   local reports = {}
