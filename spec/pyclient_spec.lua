@@ -170,3 +170,101 @@ describe("pyclient against bt2cd #network", function()
     end)
   end)
 end)
+
+-- The node as the dialer: a WebSocket client masks every frame it sends (RFC
+-- 6455 5.3). bt2cd frames and masks its batches itself (src/wsframe.c), so an
+-- independent listener checks them: the websockets library refuses unmasked
+-- client frames, and every envelope id is checked against its payload.
+describe("bt2cd dialling the independent listener #network", function()
+  local LISTENER = H.SOURCE .. "/tools/pyclient/listener.py"
+
+  local function spawn_listener()
+    local dir = H.tmpdir()
+    local l = { dir = dir, out = dir .. "/out" }
+    l.pid = sys.spawn({ argv = { PYTHON, LISTENER, "--seconds", "60" }, stdout = l.out,
+                        stderr = dir .. "/err" })
+    function l.lines() return json_lines(H.read_file(l.out)) end
+    function l.messages()
+      local m = {}
+      for _, line in ipairs(l.lines()) do m[#m + 1] = line.message end
+      return m
+    end
+    function l.stop()
+      sys.kill(l.pid, "TERM")
+      if not sys.wait(l.pid, 5) then sys.kill(l.pid, "KILL") sys.wait(l.pid, 5) end
+      H.rmtree(dir)
+    end
+    l.port = H.wait_for(function()
+      for _, line in ipairs(l.lines()) do
+        if line.listening then return line.listening end
+      end
+    end, 10)
+    assert.truthy(l.port, "listener did not start: " .. (H.read_file(dir .. "/err") or ""))
+    return l
+  end
+
+  after_each(H.cleanup)
+
+  it("receives its batches masked and intact in all three frame length forms", function()
+    local l = spawn_listener()
+    local node = H.start()
+    assert.is_true(node:eval(string.format("return network.connect(%q)",
+      string.format("ws://127.0.0.1:%d", l.port))))
+    local est = H.wait_for(function()
+      for _, line in ipairs(l.lines()) do
+        if line.established then return line.established end
+      end
+    end, 10)
+    assert.truthy(est, "no handshake: " .. node:log())
+    assert.equal(H.id_of(node), est.peer)
+    local peer = est.self
+    assert.truthy(H.wait_for(function()
+      return node:eval(string.format("return network.get_peer(%q) ~= nil", peer))
+    end, 10))
+    -- 200 blocks of ~1 KiB in one command: packed into frames of up to 64 KiB
+    assert.is_true(node:eval(string.format([[
+      local pad = string.rep("x", 960)
+      for h = 1, 200 do
+        assert(network.send_message(%q, {type = "block", data = {height = h, pad = pad}}))
+      end
+      return true]], peer)))
+    local function heights()
+      local hs = {}
+      for _, m in ipairs(l.messages()) do
+        for _, h in ipairs(m.heights or {}) do hs[#hs + 1] = h end
+      end
+      return hs
+    end
+    assert.truthy(H.wait_for(function() return #heights() >= 200 end, 10),
+      "listener got " .. #heights() .. " of 200 blocks")
+    -- one block of ~100 KB: alone, with a 64-bit length
+    assert.is_true(node:eval(string.format([[return network.send_message(%q,
+      {type = "block", data = {height = 201, pad = string.rep("y", 100000)}})]], peer)))
+    assert.truthy(H.wait_for(function() return #heights() >= 201 end, 10))
+    -- a small transaction: a frame under 126 bytes
+    assert.is_true(node:eval(string.format(
+      'return network.send_message(%q, {type = "transaction", data = {n = 1}})', peer)))
+    local small = H.wait_for(function()
+      for _, m in ipairs(l.messages()) do
+        if m.types.transaction and m.bytes < 126 then return m end
+      end
+    end, 10)
+    assert.truthy(small, "no transaction in a frame under 126 bytes")
+    local hs = heights()
+    assert.equal(201, #hs)
+    for i = 1, 201 do assert.equal(i, hs[i]) end -- each once, in order
+    local forms = {}
+    for _, m in ipairs(l.messages()) do
+      local form = m.bytes < 126 and "7-bit" or m.bytes < 65536 and "16-bit" or "64-bit"
+      forms[form] = (forms[form] or 0) + 1
+      assert.is_true(m.bytes <= 65536 or m.heights[1] == 201, "a pack larger than 64 KiB")
+    end
+    assert.truthy(forms["7-bit"] and forms["16-bit"] and forms["64-bit"])
+    assert.truthy(forms["16-bit"] >= 3, "200 KiB of blocks should take several packs")
+    for _, line in ipairs(l.lines()) do
+      assert.is_nil(line.bad_message)
+      assert.is_nil(line.closed, "listener saw a close: " .. tostring(line.reason))
+    end
+    l.stop()
+  end)
+end)

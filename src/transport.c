@@ -10,10 +10,12 @@
 #include <unistd.h>
 
 #include <libwebsockets.h>
+#include <openssl/rand.h>
 
 #include "log.h"
 #include "netmgr.h"
 #include "peer.h"
+#include "wsframe.h"
 
 /* Packs stop growing past this; a single larger message goes alone. */
 #define PACK_BYTES (64u << 10)
@@ -110,6 +112,23 @@ static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, cons
   return 0;
 }
 
+/* Sends payload[0..n) as one binary WebSocket message. lws masks what a
+ * client sends one byte at a time; on the connections this node dialled the
+ * frame is built and masked here (wsframe.c, a fresh key per frame as RFC
+ * 6455 5.3 requires) and handed to lws as finished bytes: LWS_WRITE_RAW
+ * goes straight to lws_issue_raw, which keeps any unsent tail and sends it
+ * before anything else, so frames never interleave with lws's own control
+ * frames. The LWS_PRE bytes before payload hold the header. */
+static int send_frame(struct lws *wsi, const struct peer *p, uint8_t *payload, size_t n) {
+  _Static_assert(LWS_PRE >= WSFRAME_MAX_HEADER, "frame header must fit in LWS_PRE");
+  if (p->inbound) return lws_write(wsi, payload, n, LWS_WRITE_BINARY) < (int)n ? -1 : 0;
+  uint8_t key[4];
+  if (RAND_bytes(key, sizeof key) != 1) return -1;
+  wsframe_mask(payload, n, key);
+  size_t h = wsframe_header(payload, n, WSFRAME_OP_BINARY, key);
+  return lws_write(wsi, payload - h, n + h, LWS_WRITE_RAW) < (int)(n + h) ? -1 : 0;
+}
+
 static int on_writable(struct transport *t, struct peer *p, struct lws *wsi) {
   if (p->close_code) {
     lws_close_reason(wsi, (enum lws_close_status)p->close_code,
@@ -125,11 +144,8 @@ static int on_writable(struct transport *t, struct peer *p, struct lws *wsi) {
     t->txcap = LWS_PRE + want;
   }
   size_t n = peer_pack(p, t->txbuf + LWS_PRE, want, log_monotonic());
-  if (n) {
-    int w = lws_write(wsi, t->txbuf + LWS_PRE, n, LWS_WRITE_BINARY);
-    if (w < (int)n) return -1;
-    p->bytes_out += n;
-  }
+  if (n && send_frame(wsi, p, t->txbuf + LWS_PRE, n) != 0) return -1;
+  if (n) p->bytes_out += n;
   if (peer_has_output(p)) lws_callback_on_writable(wsi);
   return 0;
 }
