@@ -172,6 +172,30 @@ describe("websocket frames (wsframe.c)", function()
   end)
 end)
 
+describe("json_object_keys (chain messages found without a tree)", function()
+  local keys = { "requestId", "hash" }
+  local ESCAPED = 1 << 30
+  it("says which top-level keys are there", function()
+    assert.equal(0, bt2c.json_object_keys('{"height": 1, "pad": "xx"}', keys))
+    assert.equal(2, bt2c.json_object_keys('{"height": 1, "hash": "ab"}', keys))
+    assert.equal(3, bt2c.json_object_keys(' {"hash": 1, "a": {}, "requestId": 7} ', keys))
+    assert.equal(1, bt2c.json_object_keys('{"requestId": "r"}', keys))
+  end)
+  it("ignores nested keys, strings that look like keys, and near misses", function()
+    assert.equal(0, bt2c.json_object_keys('{"b": {"hash": 1}, "c": [{"requestId": 2}]}', keys))
+    assert.equal(0, bt2c.json_object_keys('{"x": "\\"hash\\": 1", "hashx": 1, "has": 2}', keys))
+  end)
+  it("flags an escaped key, which may be one of them", function()
+    assert.equal(ESCAPED, bt2c.json_object_keys('{"h\\u0061sh": "ab"}', keys))
+    assert.equal(ESCAPED | 2, bt2c.json_object_keys('{"hash": 1, "\\n": 2}', keys))
+  end)
+  it("is -1 for what is not a valid JSON object", function()
+    for _, text in ipairs({ "", "[]", '"hash"', '{"hash": }', '{"hash": 1', '{"hash": 1} x', "{hash: 1}" }) do
+      assert.equal(-1, bt2c.json_object_keys(text, keys), text)
+    end
+  end)
+end)
+
 describe("handshake transcript", function()
   -- the worked example of docs/PROTOCOL.md section 9 (RFC 8032 test keys 1 and 2)
   local dpub = unhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")

@@ -203,10 +203,20 @@ static void on_block_announced(struct bt2c *x, struct peer *p, const struct enve
   chain_block_free(&b);
 }
 
+/* Whether a block or transaction payload may be a chain one (it has
+ * requestId or hash): one pass without a tree, so that the many that are
+ * not (relayed application data) skip json_parse (~1-3 us per KiB). */
+static bool maybe_chain(const struct envelope *e) {
+  static const char *const keys[] = {"requestId", "hash"};
+  long k = json_object_keys((const char *)e->payload, e->payload_len, keys, 2);
+  return k > 0;
+}
+
 static int c_block(void *ud, struct peer *p, const struct envelope *e) {
   struct bt2c *x = ud;
   struct json_doc doc;
   char err[96];
+  if (!maybe_chain(e)) return 0; /* not a chain block: only Lua listeners see it */
   if (json_parse((const char *)e->payload, e->payload_len, &doc, err, sizeof err) != 0) return 0;
   int rc = 0;
   if (json_get(doc.root, "requestId")) {
@@ -226,6 +236,7 @@ static int c_transaction(void *ud, struct peer *p, const struct envelope *e) {
   struct bt2c *x = ud;
   struct json_doc doc;
   char err[300];
+  if (!maybe_chain(e)) return 0; /* not a chain transaction: only Lua listeners see it */
   if (json_parse((const char *)e->payload, e->payload_len, &doc, err, sizeof err) != 0) return 0;
   int rc = 0;
   if (json_get(doc.root, "requestId")) {

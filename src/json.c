@@ -574,8 +574,36 @@ static const char *skip_ws_p(const char *s, const char *end) {
   return s;
 }
 
+/* Top-level keys json_object_keys looks for. */
+struct keyprobe {
+  const char *const *keys;
+  int n;
+  long found;
+};
+
+/* The key whose string starts at s (its quote) and ends before e. */
+static void probe_key(struct keyprobe *kp, const char *s, const char *e) {
+  const char *k = s + 1;
+  size_t len = (size_t)(e - 1 - k);
+  if (memchr(k, '\\', len)) { /* written with escapes: it could be any of them */
+    kp->found |= JSON_KEYS_ESCAPED;
+    return;
+  }
+  for (int i = 0; i < kp->n; i++)
+    if (strlen(kp->keys[i]) == len && memcmp(kp->keys[i], k, len) == 0) kp->found |= 1L << i;
+}
+
+/* A key at s (its opening quote): skipped, and probed when it is one of the
+ * top-level object's. */
+static const char *skip_key(const char *s, const char *end, int depth, struct keyprobe *kp) {
+  if (s >= end || *s != '"') return NULL;
+  const char *e = skip_string(s, end);
+  if (e && kp && depth == 1) probe_key(kp, s, e);
+  return e;
+}
+
 /* An explicit stack of open containers replaces recursion: '{' or '['. */
-bool json_valid(const char *text, size_t len) {
+static bool validate(const char *text, size_t len, struct keyprobe *kp) {
   const char *s = text, *end = text + len;
   char stack[JSON_MAX_DEPTH];
   int depth = 0;
@@ -596,7 +624,7 @@ bool json_valid(const char *text, size_t len) {
           goto after_value;
         }
         if (open == '{') {
-          if (s >= end || *s != '"' || (s = skip_string(s, end)) == NULL) return false;
+          if ((s = skip_key(s, end, depth, kp)) == NULL) return false;
           s = skip_ws_p(s, end);
           if (s >= end || *s != ':') return false;
           s = skip_ws_p(s + 1, end);
@@ -618,7 +646,7 @@ bool json_valid(const char *text, size_t len) {
       if (*s == ',') {
         s = skip_ws_p(s + 1, end);
         if (open == '{') {
-          if (s >= end || *s != '"' || (s = skip_string(s, end)) == NULL) return false;
+          if ((s = skip_key(s, end, depth, kp)) == NULL) return false;
           s = skip_ws_p(s, end);
           if (s >= end || *s != ':') return false;
           s = skip_ws_p(s + 1, end);
@@ -636,7 +664,16 @@ bool json_valid(const char *text, size_t len) {
   }
 }
 
+bool json_valid(const char *text, size_t len) { return validate(text, len, NULL); }
+
 bool json_object_valid(const char *text, size_t len) {
   const char *s = skip_ws_p(text, text + len);
   return s < text + len && *s == '{' && json_valid(text, len);
+}
+
+long json_object_keys(const char *text, size_t len, const char *const keys[], int n) {
+  const char *s = skip_ws_p(text, text + len);
+  struct keyprobe kp = {keys, n < JSON_KEYS_MAX ? n : JSON_KEYS_MAX, 0};
+  if (s >= text + len || *s != '{' || !validate(text, len, &kp)) return -1;
+  return kp.found;
 }

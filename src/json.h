@@ -65,4 +65,13 @@ bool json_valid(const char *text, size_t len);
 /* The same, and the value is an object. */
 bool json_object_valid(const char *text, size_t len);
 
+/* Validates like json_object_valid and says which of keys[0..n) the
+ * top-level object has, without building a tree: bit i is set when keys[i]
+ * is one of its keys (n <= JSON_KEYS_MAX; keys must not need escaping), and
+ * JSON_KEYS_ESCAPED when a top-level key is written with escapes (it may be
+ * one of them: parse to know). -1 if text is not a valid JSON object. */
+#define JSON_KEYS_MAX 30
+#define JSON_KEYS_ESCAPED (1L << 30)
+long json_object_keys(const char *text, size_t len, const char *const keys[], int n);
+
 #endif

@@ -286,6 +286,24 @@ static int l_hs_transcript(lua_State *L) {
   return 1;
 }
 
+/* json_object_keys(text, {key...}) -> bits of the keys found (escaped: bit
+ * 30), or -1 */
+static int l_json_object_keys(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  const char *keys[JSON_KEYS_MAX];
+  int n = (int)luaL_len(L, 2);
+  if (n > JSON_KEYS_MAX) return luaL_error(L, "at most %d keys", JSON_KEYS_MAX);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, 2, i + 1);
+    keys[i] = luaL_checkstring(L, -1); /* the table keeps it alive */
+    lua_pop(L, 1);
+  }
+  lua_pushinteger(L, json_object_keys(s, len, keys, n));
+  return 1;
+}
+
 /* ws_frame(payload, key4 or nil) -> header .. (masked) payload, as sent */
 static int l_ws_frame(lua_State *L) {
   size_t n, klen = 0;
@@ -310,6 +328,7 @@ void ltest_wire(lua_State *L) {
                                  {"env_type_name", l_env_type_name},
                                  {"json_parse", l_json_parse},
                                  {"json_string", l_json_string},
+                                 {"json_object_keys", l_json_object_keys},
                                  {"identity_new", l_identity_new},
                                  {"identity_load", l_identity_load},
                                  {"identity_verify", l_identity_verify},
