@@ -96,6 +96,15 @@ describe("duplicate filter", function()
     assert.is_true(s:check(mid(1), 4601))
   end)
 
+  it("inserts in one probe and hands back the new entry, not a live duplicate", function()
+    local s = bt2c.seen_new(1024, 10)
+    assert.equal(7, s:insert(mid(1), 100, 7))
+    assert.is_nil(s:insert(mid(1), 109.999, 8))
+    assert.is_true(s:check(mid(1), 109.999))
+    assert.equal(9, s:insert(mid(1), 110, 9)) -- expired, not swept: new again
+    assert.equal(1, (s:count()))
+  end)
+
   it("sweeps the oldest first and only what expired", function()
     local s = bt2c.seen_new(1024, 10)
     for i = 1, 100 do s:check(mid(i), i) end

@@ -27,6 +27,16 @@ static int seen_check(lua_State *L) {
   return 1;
 }
 
+/* seen:insert(id, now, from) -> the new entry's from tag, or nil if a duplicate */
+static int seen_do_insert(lua_State *L) {
+  struct seen *s = checkseen(L);
+  struct seen_entry *e =
+      seen_insert(s, id_arg(L, 2), luaL_checknumber(L, 3), (uint32_t)luaL_checkinteger(L, 4));
+  if (e) lua_pushinteger(L, e->from);
+  else lua_pushnil(L);
+  return 1;
+}
+
 static int seen_has(lua_State *L) {
   struct seen *s = checkseen(L);
   lua_pushboolean(L, seen_contains(s, id_arg(L, 2), luaL_checknumber(L, 3)));
@@ -135,6 +145,7 @@ static int l_relay_select(lua_State *L) {
 
 void ltest_relay(lua_State *L) {
   static const luaL_Reg methods[] = {{"check", seen_check},
+      {"insert", seen_do_insert},
                                      {"contains", seen_has},
                                      {"sweep", seen_do_sweep},
                                      {"count", seen_count},

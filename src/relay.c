@@ -358,8 +358,7 @@ int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) 
     netmgr_reject(nm, p, e->type, 4012, "payload is not a JSON object");
     return -1;
   }
-  seen_check_insert(&r->seen, e->id, now, p->serial, NULL);
-  struct seen_entry *entry = seen_lookup(&r->seen, e->id, now);
+  struct seen_entry *entry = seen_insert(&r->seen, e->id, now, p->serial);
   if (entry) entry->hops = e->hops;
   if ((e->flags & ENV_F_RELAY) && !relayable(e->type)) {
     r->dropped[DROP_NOT_RELAYABLE]++;

@@ -53,24 +53,11 @@ static void drop_oldest(struct seen *s) {
   s->count--;
 }
 
-bool seen_contains(const struct seen *s, const uint8_t id[SEEN_ID_LEN], double now) {
-  uint32_t i = find(s, id);
-  return i != SEEN_NONE && now < s->ring[i].at + s->ttl;
-}
-
-struct seen_entry *seen_lookup(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now) {
-  uint32_t i = find(s, id);
-  return (i != SEEN_NONE && now < s->ring[i].at + s->ttl) ? &s->ring[i] : NULL;
-}
-
-bool seen_check_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now, uint32_t from,
-                       uint32_t *first_from) {
-  uint32_t i = find(s, id);
+/* Remembers id, which find() gave as `stale` (an expired entry) or SEEN_NONE. */
+static struct seen_entry *add(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now,
+                              uint32_t from, uint32_t stale) {
+  uint32_t i = stale;
   if (i != SEEN_NONE) {
-    if (now < s->ring[i].at + s->ttl) {
-      if (first_from) *first_from = s->ring[i].from;
-      return true;
-    }
     /* Expired but not swept: forget it now, oldest-first order permitting
      * (everything before it is older, hence expired too). */
     while (s->count) {
@@ -94,7 +81,35 @@ bool seen_check_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now
   e->next = s->buckets[b];
   s->buckets[b] = slot;
   s->count++;
+  return e;
+}
+
+bool seen_contains(const struct seen *s, const uint8_t id[SEEN_ID_LEN], double now) {
+  uint32_t i = find(s, id);
+  return i != SEEN_NONE && now < s->ring[i].at + s->ttl;
+}
+
+struct seen_entry *seen_lookup(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now) {
+  uint32_t i = find(s, id);
+  return (i != SEEN_NONE && now < s->ring[i].at + s->ttl) ? &s->ring[i] : NULL;
+}
+
+bool seen_check_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now, uint32_t from,
+                       uint32_t *first_from) {
+  uint32_t i = find(s, id);
+  if (i != SEEN_NONE && now < s->ring[i].at + s->ttl) {
+    if (first_from) *first_from = s->ring[i].from;
+    return true;
+  }
+  add(s, id, now, from, i);
   return false;
+}
+
+struct seen_entry *seen_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now,
+                               uint32_t from) {
+  uint32_t i = find(s, id);
+  if (i != SEEN_NONE && now < s->ring[i].at + s->ttl) return NULL;
+  return add(s, id, now, from, i);
 }
 
 uint32_t seen_sweep(struct seen *s, double now) {

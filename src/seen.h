@@ -45,6 +45,10 @@ void seen_free(struct seen *s);
  * Otherwise remembers it with tag `from` and returns false. */
 bool seen_check_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now, uint32_t from,
                        uint32_t *first_from);
+/* The same, for a caller that wants the entry: the new entry, or NULL when
+ * id was already known (one probe where check_insert + lookup take two). */
+struct seen_entry *seen_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now,
+                               uint32_t from);
 bool seen_contains(const struct seen *s, const uint8_t id[SEEN_ID_LEN], double now);
 /* The live entry for id, or NULL (the caller may update hops/stopped). */
 struct seen_entry *seen_lookup(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now);
