@@ -323,6 +323,7 @@ void netmgr_on_message(struct netmgr *nm, struct peer *p, const uint8_t *data, s
   p->bytes_in += len;
   struct rx_ctx x = {nm, p};
   const char *why = NULL;
+  if (p->state == PEER_ESTABLISHED) relay_prefetch(&nm->relay, data, len);
   if (env_batch_each(data, len, on_envelope, &x, &why) < 0 && p->state != PEER_CLOSING) {
     nm->stats.invalid_messages++;
     netmgr_penalise(nm, p, BH_INVALID_MESSAGE);

@@ -313,6 +313,23 @@ static void send_receipt(struct relay *r, const struct envelope *e) {
   msgbuf_unref(m);
 }
 
+void relay_prefetch(const struct relay *r, const uint8_t *batch, size_t len) {
+  enum { MAX_AHEAD = 128 };
+  const uint8_t *ids[MAX_AHEAD];
+  int n = 0;
+  for (size_t off = 0; off < len && n < MAX_AHEAD;) {
+    struct envelope e;
+    const char *why;
+    size_t used = env_decode(batch + off, len - off, &e, &why);
+    if (used == 0) break;     /* env_batch_each will say why */
+    ids[n++] = batch + off + 32; /* the id's place in the header (docs/PROTOCOL.md 2) */
+    off += used;
+  }
+  if (n < 2) return;
+  for (int i = 0; i < n; i++) seen_prefetch(&r->seen, ids[i], 0);
+  for (int i = 0; i < n; i++) seen_prefetch(&r->seen, ids[i], 1);
+}
+
 int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e) {
   struct netmgr *nm = r->nm;
   double now = log_monotonic();

@@ -81,6 +81,9 @@ void relay_free(struct relay *r);
 
 /* An application envelope from p. Returns -1 if p is being closed. */
 int relay_on_message(struct relay *r, struct peer *p, const struct envelope *e);
+/* Before a batch (one WebSocket message) is handled envelope by envelope:
+ * starts loading the duplicate filter's memory for all of its ids at once. */
+void relay_prefetch(const struct relay *r, const uint8_t *batch, size_t len);
 
 /* Originates a gossip message (RELAY flag) to the peers the mode of `type`
  * selects. Returns the number of peers it was queued for, or -1 for a bad

@@ -84,6 +84,15 @@ static struct seen_entry *add(struct seen *s, const uint8_t id[SEEN_ID_LEN], dou
   return e;
 }
 
+void seen_prefetch(const struct seen *s, const uint8_t id[SEEN_ID_LEN], int stage) {
+  const uint32_t *b = &s->buckets[bucket_of(s, id)];
+  if (stage == 0) {
+    __builtin_prefetch(b);
+    return;
+  }
+  if (*b != SEEN_NONE) __builtin_prefetch(&s->ring[*b]);
+}
+
 bool seen_contains(const struct seen *s, const uint8_t id[SEEN_ID_LEN], double now) {
   uint32_t i = find(s, id);
   return i != SEEN_NONE && now < s->ring[i].at + s->ttl;

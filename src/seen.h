@@ -49,6 +49,10 @@ bool seen_check_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now
  * id was already known (one probe where check_insert + lookup take two). */
 struct seen_entry *seen_insert(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now,
                                uint32_t from);
+/* Starts loading what a lookup of id will touch, so that lookups of a batch
+ * overlap their cache misses: stage 0 the bucket, stage 1 (after stage 0 for
+ * the whole batch) the first entry of its chain. No effect on the contents. */
+void seen_prefetch(const struct seen *s, const uint8_t id[SEEN_ID_LEN], int stage);
 bool seen_contains(const struct seen *s, const uint8_t id[SEEN_ID_LEN], double now);
 /* The live entry for id, or NULL (the caller may update hops/stopped). */
 struct seen_entry *seen_lookup(struct seen *s, const uint8_t id[SEEN_ID_LEN], double now);
