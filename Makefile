@@ -38,8 +38,8 @@ bench: build
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DBT2C_SANITIZE=ON -DBT2C_LIBFUZZER=ON
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_envelope fuzz_json fuzz_handshake
-	for t in envelope json handshake; do \
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_envelope fuzz_json fuzz_handshake fuzz_wsclient
+	for t in envelope json handshake wsclient; do \
 	  mkdir -p build-fuzz/corpus-$$t && \
 	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-$$t fuzz/corpus/$$t || exit 1; \
 	done

@@ -17,5 +17,6 @@ int luaopen_bt2c(lua_State *L) {
   ltest_chain(L);
   ltest_stun(L);
   ltest_turn(L);
+  ltest_ws(L);
   return 1;
 }

@@ -66,6 +66,7 @@ void peer_free(struct peer *p) {
   buf_free(&p->rx);
   hs_hello_free(&p->hello);
   free(p->have);
+  free(p->ws_upgrade);
   free(p);
 }
 

@@ -23,6 +23,7 @@
 #include "handshake.h"
 #include "identity.h"
 #include "loop.h"
+#include "wsclient.h"
 
 struct lws;
 struct netmgr;
@@ -115,6 +116,13 @@ struct peer {
   long long status_peers, status_height;
   double status_uptime;
   char status_version[32];
+
+  /* plain ws:// dials: our own WebSocket client (wsdial.c, wsclient.c) */
+  bool ws_raw;                    /* dialled through lws's raw role */
+  bool ws_upgraded;               /* the server's 101 checked out */
+  struct wsc_upgrade *ws_upgrade; /* until then */
+  struct wsc_parser ws_rx;
+  bool ws_close_sent, ws_close_done; /* our close frame went / its answer came */
 
   /* close */
   bool in_dial;      /* inside transport_dial: failures are reported, not freed */

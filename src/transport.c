@@ -15,6 +15,7 @@
 #include "log.h"
 #include "netmgr.h"
 #include "peer.h"
+#include "transport_int.h"
 #include "wsframe.h"
 
 /* Packs stop growing past this; a single larger message goes alone. */
@@ -39,7 +40,7 @@ static struct pending *pending_of(void *opaque) {
 }
 
 /* lws times connections in whole seconds: round connectionTimeout up. */
-static int timeout_secs(const struct transport *t) {
+int transport_timeout_secs(const struct transport *t) {
   return (t->conf->connectionTimeout + 999) / 1000;
 }
 
@@ -68,7 +69,7 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap
   }
 }
 
-static void remote_of(struct lws *wsi, char *out, size_t cap) {
+void transport_remote_of(struct lws *wsi, char *out, size_t cap) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   int fd = lws_get_socket_fd(wsi);
@@ -78,19 +79,15 @@ static void remote_of(struct lws *wsi, char *out, size_t cap) {
     format_addr(&ss, out, cap);
 }
 
-/* Delivers whole WebSocket messages; reassembles fragmented ones into p->rx
- * and refuses to buffer past maxMessageSize. Returns -1 to close. */
-static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, const uint8_t *in,
-                      size_t len) {
+int transport_piece(struct transport *t, struct peer *p, const uint8_t *in, size_t len, bool first,
+                    bool binary, uint64_t frame_left, bool last) {
   size_t limit = t->conf->maxMessageSize;
-  size_t remaining = lws_remaining_packet_payload(wsi);
-  bool last = lws_is_final_fragment(wsi) && remaining == 0;
-  if (!lws_frame_is_binary(wsi) && p->rx.len == 0 && lws_is_first_fragment(wsi)) {
+  if (first && !binary && p->rx.len == 0) {
     transport_close(p, 1003, "text messages are not used");
     return 0;
   }
   if (p->state == PEER_CLOSING) return 0;
-  if (p->rx.len + len + remaining > limit) {
+  if (p->rx.len + len + frame_left > limit) {
     char reason[96];
     snprintf(reason, sizeof reason, "message larger than %zu bytes", limit);
     buf_free(&p->rx);
@@ -112,6 +109,14 @@ static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, cons
   return 0;
 }
 
+/* What lws's WebSocket roles deliver (accepted connections, wss:// dials). */
+static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, const uint8_t *in,
+                      size_t len) {
+  size_t remaining = lws_remaining_packet_payload(wsi);
+  return transport_piece(t, p, in, len, lws_is_first_fragment(wsi), lws_frame_is_binary(wsi),
+                         remaining, lws_is_final_fragment(wsi) && remaining == 0);
+}
+
 /* Sends payload[0..n) as one binary WebSocket message. lws masks what a
  * client sends one byte at a time; on the connections this node dialled the
  * frame is built and masked here (wsframe.c, a fresh key per frame as RFC
@@ -119,22 +124,21 @@ static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, cons
  * goes straight to lws_issue_raw, which keeps any unsent tail and sends it
  * before anything else, so frames never interleave with lws's own control
  * frames. The LWS_PRE bytes before payload hold the header. */
-static int send_frame(struct lws *wsi, const struct peer *p, uint8_t *payload, size_t n) {
+int transport_send_masked(struct lws *wsi, unsigned opcode, uint8_t *payload, size_t n) {
   _Static_assert(LWS_PRE >= WSFRAME_MAX_HEADER, "frame header must fit in LWS_PRE");
-  if (p->inbound) return lws_write(wsi, payload, n, LWS_WRITE_BINARY) < (int)n ? -1 : 0;
   uint8_t key[4];
   if (RAND_bytes(key, sizeof key) != 1) return -1;
   wsframe_mask(payload, n, key);
-  size_t h = wsframe_header(payload, n, WSFRAME_OP_BINARY, key);
+  size_t h = wsframe_header(payload, n, opcode, key);
   return lws_write(wsi, payload - h, n + h, LWS_WRITE_RAW) < (int)(n + h) ? -1 : 0;
 }
 
-static int on_writable(struct transport *t, struct peer *p, struct lws *wsi) {
-  if (p->close_code) {
-    lws_close_reason(wsi, (enum lws_close_status)p->close_code,
-                     (unsigned char *)p->close_reason, strlen(p->close_reason));
-    return -1;
-  }
+static int send_frame(struct lws *wsi, const struct peer *p, uint8_t *payload, size_t n) {
+  if (p->inbound) return lws_write(wsi, payload, n, LWS_WRITE_BINARY) < (int)n ? -1 : 0;
+  return transport_send_masked(wsi, WSFRAME_OP_BINARY, payload, n);
+}
+
+int transport_send_output(struct transport *t, struct peer *p, struct lws *wsi) {
   if (!peer_has_output(p)) return 0;
   size_t want = peer_pack_size(p, PACK_BYTES);
   if (LWS_PRE + want > t->txcap) {
@@ -148,6 +152,15 @@ static int on_writable(struct transport *t, struct peer *p, struct lws *wsi) {
   if (n) p->bytes_out += n;
   if (peer_has_output(p)) lws_callback_on_writable(wsi);
   return 0;
+}
+
+static int on_writable(struct transport *t, struct peer *p, struct lws *wsi) {
+  if (p->close_code) {
+    lws_close_reason(wsi, (enum lws_close_status)p->close_code,
+                     (unsigned char *)p->close_reason, strlen(p->close_reason));
+    return -1;
+  }
+  return transport_send_output(t, p, wsi);
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -186,11 +199,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         snprintf(pend->remote, sizeof pend->remote, "%s", t->adopt_remote);
         pend->relayed = true;
       } else {
-        remote_of(wsi, pend->remote, sizeof pend->remote);
+        transport_remote_of(wsi, pend->remote, sizeof pend->remote);
       }
       t->pending++;
       lws_set_opaque_user_data(wsi, pend);
-      lws_set_timeout(wsi, PENDING_TIMEOUT_USER_REASON_BASE + 1, timeout_secs(t));
+      lws_set_timeout(wsi, PENDING_TIMEOUT_USER_REASON_BASE + 1, transport_timeout_secs(t));
       return 0;
     case LWS_CALLBACK_HTTP:
       /* Plain HTTP on the peer port: only WebSocket upgrades are served. */
@@ -199,7 +212,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       char proto[128] = "";
       if (lws_hdr_copy(wsi, proto, sizeof proto, WSI_TOKEN_PROTOCOL) <= 0 ||
           strstr(proto, TRANSPORT_SUBPROTOCOL) == NULL) {
-        remote_of(wsi, remote, sizeof remote);
+        transport_remote_of(wsi, remote, sizeof remote);
         log_at(LV_INFO, "inbound_refused", "remote=%s why=%s", remote,
                "upgrade without the bt2c.v1 subprotocol");
         return 1;
@@ -208,7 +221,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
     case LWS_CALLBACK_ESTABLISHED:
       if (pend && pend->relayed) snprintf(remote, sizeof remote, "%s", pend->remote);
-      else remote_of(wsi, remote, sizeof remote);
+      else transport_remote_of(wsi, remote, sizeof remote);
       if (pend) {
         t->pending--;
         free(pend);
@@ -222,7 +235,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
       if (p == NULL) return -1;
       lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-      remote_of(wsi, p->remote, sizeof p->remote);
+      transport_remote_of(wsi, p->remote, sizeof p->remote);
       netmgr_outbound_opened(t->nm, p);
       return 0;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
@@ -231,6 +244,26 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         p->wsi = NULL;
         netmgr_dial_failed(t->nm, p, in ? (const char *)in : "connection failed");
       }
+      return 0;
+    case LWS_CALLBACK_RAW_CONNECTED: /* a ws:// dial: our own WebSocket client */
+      if (p == NULL) return -1;
+      return wsdial_connected(t, p, wsi);
+    case LWS_CALLBACK_RAW_RX:
+      if (p == NULL) return -1;
+      return wsdial_rx(t, p, wsi, in, len);
+    case LWS_CALLBACK_RAW_WRITEABLE:
+      if (p == NULL) return -1;
+      return wsdial_writable(t, p, wsi);
+    case LWS_CALLBACK_RAW_CLOSE:
+      if (p == NULL) return 0;
+      lws_set_opaque_user_data(wsi, NULL);
+      p->wsi = NULL;
+      if (p->in_dial || !p->ws_upgraded)
+        netmgr_dial_failed(t->nm, p,
+                           p->in_dial ? "connection failed"
+                                      : "connection closed before the WebSocket upgrade completed");
+      else
+        netmgr_on_closed(t->nm, p, p->close_code, p->close_reason);
       return 0;
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_CLIENT_RECEIVE:
@@ -297,6 +330,8 @@ static const struct lws_protocols protocols[] = {
      * reads cost a fourth of the syscalls of 4 KiB for under 1 KiB more per
      * idle peer), large sends (packed batches go out in few writes). */
     {TRANSPORT_SUBPROTOCOL, callback, 0, 16384, 0, NULL, 65536},
+    /* ws:// dials: lws's raw role under our own WebSocket client (wsdial.c) */
+    {TRANSPORT_DIAL_PROTOCOL, callback, 0, 16384, 0, NULL, 65536},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -315,7 +350,7 @@ int transport_start(struct transport *t, struct loop *l, const struct conf *c,
   info.protocols = protocols;
   info.user = t;
   /* lws times the wait for the upgrade request itself; make it ours */
-  info.timeout_secs_ah_idle = (unsigned)timeout_secs(t);
+  info.timeout_secs_ah_idle = (unsigned)transport_timeout_secs(t);
   if (c->host && strchr(c->host, ':') == NULL) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
   if (c->tls.cert && c->tls.key) {
     info.ssl_cert_filepath = c->tls.cert;
@@ -435,9 +470,15 @@ int transport_dial(struct transport *t, struct peer *p, const char *url, char *e
   ci.local_protocol_name = TRANSPORT_SUBPROTOCOL;
   ci.opaque_user_data = p;
   ci.pwsi = &p->wsi;
-  if (tls) /* identity comes from the bt2c handshake; see docs/PROTOCOL.md */
+  if (tls) { /* identity comes from the bt2c handshake; see docs/PROTOCOL.md */
     ci.ssl_connection = LCCSCF_USE_SSL | LCCSCF_ALLOW_SELFSIGNED |
                         LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK | LCCSCF_ALLOW_EXPIRED;
+  } else { /* the WebSocket layer is ours (wsdial.c); lws connects and polls */
+    ci.method = "RAW";
+    ci.protocol = NULL;
+    ci.local_protocol_name = TRANSPORT_DIAL_PROTOCOL;
+    p->ws_raw = true;
+  }
   snprintf(p->url, sizeof p->url, "%s", url);
   p->in_dial = true;
   struct lws *wsi = lws_client_connect_via_info(&ci);
@@ -448,7 +489,7 @@ int transport_dial(struct transport *t, struct peer *p, const char *url, char *e
     return -1;
   }
   if (p->wsi)
-    lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_REASON_BASE + 2, timeout_secs(t));
+    lws_set_timeout(p->wsi, PENDING_TIMEOUT_USER_REASON_BASE + 2, transport_timeout_secs(t));
   return 0;
 }
 

@@ -6,6 +6,12 @@
  * connection timeout before the upgrade. Whole messages and connection
  * events go to netmgr; transport keeps no peer table of its own.
  *
+ * Accepted connections and wss:// dials use lws's WebSocket roles; plain
+ * ws:// dials use lws's raw role under bt2cd's own client (wsdial.c), whose
+ * frame parser works in bulk where lws's client parses byte by byte. What
+ * the node sends on any dialled connection is framed and masked by
+ * wsframe.c.
+ *
  * Must not: parse envelopes or know about the handshake or peer limits.
  */
 #ifndef BT2C_TRANSPORT_H
