@@ -84,7 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct trace whole = {{0}, NULL, NULL}, split = {{0}, NULL, NULL};
   int a = parse(data, size, size ? size : 1, &whole);
   int b = parse(data, size, step, &split);
-  if (a != b || whole.b.len != split.b.len || memcmp(whole.b.data, split.b.data, whole.b.len) != 0)
+  if (a != b || whole.b.len != split.b.len ||
+      (whole.b.len && memcmp(whole.b.data, split.b.data, whole.b.len) != 0))
     abort();
   buf_free(&whole.b);
   buf_free(&split.b);

@@ -72,6 +72,12 @@ static int on_data(void *ud, const uint8_t *in, size_t n, bool first, bool binar
   return 0;
 }
 
+/* Close codes a peer may send (RFC 6455 7.4.1-7.4.2, IANA registry). */
+static bool sendable_code(int code) {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+         (code >= 3000 && code <= 4999);
+}
+
 static int on_control(void *ud, unsigned opcode, const uint8_t *in, size_t n) {
   struct rx_ctx *x = ud;
   struct peer *p = x->p;
@@ -94,6 +100,11 @@ static int on_control(void *ud, unsigned opcode, const uint8_t *in, size_t n) {
     code = in[0] << 8 | in[1];
     reason = (const char *)in + 2;
     rl = n - 2;
+  }
+  if (n >= 2 && !sendable_code(code)) { /* RFC 6455 7.4: ours is then a protocol error */
+    code = 1002;
+    reason = "close frame with a code that is never sent";
+    rl = strlen(reason);
   }
   if (rl > sizeof p->close_reason - 1) rl = sizeof p->close_reason - 1;
   p->close_code = code;
