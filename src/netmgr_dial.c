@@ -198,6 +198,8 @@ void dial_tick(struct netmgr *nm, double now) {
     if (t->conn) {
       room--;
       budget--;
+    } else {
+      backoff(t, now); /* it failed at once: not again on the next tick */
     }
   }
 }
