@@ -118,7 +118,6 @@ struct peer {
   char status_version[32];
 
   /* plain ws:// dials: our own WebSocket client (wsdial.c, wsclient.c) */
-  bool ws_raw;                    /* dialled through lws's raw role */
   bool ws_upgraded;               /* the server's 101 checked out */
   struct wsc_upgrade *ws_upgrade; /* until then */
   struct wsc_parser ws_rx;

@@ -477,7 +477,6 @@ int transport_dial(struct transport *t, struct peer *p, const char *url, char *e
     ci.method = "RAW";
     ci.protocol = NULL;
     ci.local_protocol_name = TRANSPORT_DIAL_PROTOCOL;
-    p->ws_raw = true;
   }
   snprintf(p->url, sizeof p->url, "%s", url);
   p->in_dial = true;
