@@ -193,6 +193,10 @@ async def serve(ws, me: Identity, args, done: asyncio.Event) -> None:
             return
         if args.bad_frame:
             ws.transport.write(bad_frame(args.bad_frame))
+        if args.send_big:  # one binary message of that many bytes: over the node's limit?
+            await ws.send(b"\0" * args.send_big)
+        if args.send_text:  # bt2c uses binary messages only (docs/PROTOCOL.md 1)
+            await ws.send("this is text")
         while True:
             message = await ws.recv()
             envelopes = decode_batch(message)
@@ -281,6 +285,10 @@ def main(argv=None) -> int:
     p.add_argument("--ping", action="store_true", help="ping the node after the handshake")
     p.add_argument("--close", type=int, metavar="CODE", help="close with CODE after the handshake")
     p.add_argument("--reason", default="", help="the reason sent with --close")
+    p.add_argument("--send-big", type=int, default=0, metavar="BYTES",
+                   help="after the handshake, send one binary message of BYTES bytes")
+    p.add_argument("--send-text", action="store_true",
+                   help="after the handshake, send one text message")
     p.add_argument("--bad-frame", choices=BAD_FRAME_KINDS,
                    help="send an invalid frame after the handshake")
     p.add_argument("--bad-upgrade", choices=BAD_UPGRADE_KINDS,
