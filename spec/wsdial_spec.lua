@@ -46,7 +46,9 @@ local function spawn_listener(args)
   end
   l.port = math.tointeger((l.wait("listening") or {}).listening)
   assert.truthy(l.port, "listener did not start: " .. l.describe())
-  l.url = string.format("ws://127.0.0.1:%d", l.port)
+  local tls = false
+  for _, a in ipairs(args or {}) do tls = tls or a == "--tls" end
+  l.url = string.format("%s://127.0.0.1:%d", tls and "wss" or "ws", l.port)
   return l
 end
 
@@ -130,6 +132,36 @@ describe("bt2cd's WebSocket client against a varied server #network", function()
     end, 5)
     assert.truthy(got, "the listener got no block: " .. l.describe())
     assert.same({ 7 }, got.heights)
+  end)
+
+  it("speaks TLS on a wss:// dial (its own session), blocks arriving masked and intact", function()
+    local dir = H.tmpdir()
+    assert.equal(0, H.sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+      .. "-keyout " .. dir .. "/key.pem -out " .. dir .. "/cert.pem -days 2 -subj /CN=bt2c-test "
+      .. ">/dev/null 2>&1"))
+    local l = spawn_listener({ "--tls", dir .. "/cert.pem", dir .. "/key.pem", "--fragment" })
+    local node = H.start()
+    local id = establish(node, l)
+    assert.is_true(node:eval(string.format([[
+      local pad = string.rep("x", 960)
+      for h = 1, 300 do
+        assert(network.send_message(%q, {type = "block", data = {height = h, pad = pad}}))
+      end
+      return true]], id)))
+    local function heights()
+      local hs = {}
+      for _, line in ipairs(l.lines()) do
+        for _, h in ipairs(line.message and line.message.heights or {}) do hs[#hs + 1] = h end
+      end
+      return hs
+    end
+    assert.truthy(H.wait_for(function() return #heights() >= 300 end, 10),
+      "the listener got " .. #heights() .. " of 300 blocks: " .. l.describe())
+    local hs = heights()
+    for i = 1, 300 do assert.equal(i, hs[i]) end
+    assert.equal("wss://127.0.0.1:" .. l.port, node:eval(string.format(
+      "return network.get_peer(%q).url", id)))
+    H.rmtree(dir)
   end)
 
   it("answers a ping with a pong carrying the same payload", function()

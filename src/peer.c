@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/ssl.h>
+
 #include "log.h"
 
 /* Per-peer bound on queued bytes. Large enough for a burst of maximum-size
@@ -67,6 +69,7 @@ void peer_free(struct peer *p) {
   hs_hello_free(&p->hello);
   free(p->have);
   free(p->ws_upgrade);
+  SSL_free(p->ws_tls);
   free(p);
 }
 

@@ -122,6 +122,7 @@ struct peer {
   struct wsc_upgrade *ws_upgrade; /* until then */
   struct wsc_parser ws_rx;
   bool ws_close_sent, ws_close_done; /* our close frame went / its answer came */
+  struct ssl_st *ws_tls;             /* wss:// dials: the TLS session (wstls.c) */
 
   /* close */
   bool in_dial;      /* inside transport_dial: failures are reported, not freed */

@@ -124,18 +124,19 @@ static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, cons
  * goes straight to lws_issue_raw, which keeps any unsent tail and sends it
  * before anything else, so frames never interleave with lws's own control
  * frames. The LWS_PRE bytes before payload hold the header. */
-int transport_send_masked(struct lws *wsi, unsigned opcode, uint8_t *payload, size_t n) {
+int transport_send_masked(struct peer *p, struct lws *wsi, unsigned opcode, uint8_t *payload,
+                          size_t n) {
   _Static_assert(LWS_PRE >= WSFRAME_MAX_HEADER, "frame header must fit in LWS_PRE");
   uint8_t key[4];
   if (RAND_bytes(key, sizeof key) != 1) return -1;
   wsframe_mask(payload, n, key);
   size_t h = wsframe_header(payload, n, opcode, key);
-  return lws_write(wsi, payload - h, n + h, LWS_WRITE_RAW) < (int)(n + h) ? -1 : 0;
+  return wsdial_send(p, wsi, payload - h, n + h);
 }
 
-static int send_frame(struct lws *wsi, const struct peer *p, uint8_t *payload, size_t n) {
+static int send_frame(struct lws *wsi, struct peer *p, uint8_t *payload, size_t n) {
   if (p->inbound) return lws_write(wsi, payload, n, LWS_WRITE_BINARY) < (int)n ? -1 : 0;
-  return transport_send_masked(wsi, WSFRAME_OP_BINARY, payload, n);
+  return transport_send_masked(p, wsi, WSFRAME_OP_BINARY, payload, n);
 }
 
 int transport_send_output(struct transport *t, struct peer *p, struct lws *wsi) {
@@ -232,12 +233,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       if (p == NULL) return -1;
       lws_set_opaque_user_data(wsi, p);
       return 0;
-    case LWS_CALLBACK_CLIENT_ESTABLISHED:
-      if (p == NULL) return -1;
-      lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-      transport_remote_of(wsi, p->remote, sizeof p->remote);
-      netmgr_outbound_opened(t->nm, p);
-      return 0;
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
       if (p) {
         lws_set_opaque_user_data(wsi, NULL);
@@ -266,11 +261,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         netmgr_on_closed(t->nm, p, p->close_code, p->close_reason);
       return 0;
     case LWS_CALLBACK_RECEIVE:
-    case LWS_CALLBACK_CLIENT_RECEIVE:
       if (p == NULL) return -1;
       return on_receive(t, p, wsi, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
-    case LWS_CALLBACK_CLIENT_WRITEABLE:
       if (p == NULL) return 0;
       return on_writable(t, p, wsi);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
@@ -284,14 +277,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         p->state = PEER_CLOSING;
       }
       return 0;
-    case LWS_CALLBACK_CLOSED:
-    case LWS_CALLBACK_CLIENT_CLOSED:
-      if (p && p->in_dial) { /* a connect that failed at once: transport_dial reports it */
-        lws_set_opaque_user_data(wsi, NULL);
-        p->wsi = NULL;
-        netmgr_dial_failed(t->nm, p, "connection failed");
-        return 0;
-      }
+    case LWS_CALLBACK_CLOSED: /* accepted connections (dials close with RAW_CLOSE) */
       if (p) {
         lws_set_opaque_user_data(wsi, NULL);
         p->wsi = NULL;
@@ -410,6 +396,7 @@ int transport_adopt(struct transport *t, int fd, const char *remote, const uint8
 }
 
 void transport_stop(struct transport *t) {
+  wstls_free_ctx(t);
   free(t->txbuf);
   t->txbuf = NULL;
   t->txcap = 0;
@@ -463,21 +450,13 @@ int transport_dial(struct transport *t, struct peer *p, const char *url, char *e
   ci.vhost = t->vh;
   ci.address = host;
   ci.port = port;
-  ci.path = "/";
-  ci.host = host;
-  ci.origin = host;
-  ci.protocol = TRANSPORT_SUBPROTOCOL;
-  ci.local_protocol_name = TRANSPORT_SUBPROTOCOL;
   ci.opaque_user_data = p;
   ci.pwsi = &p->wsi;
-  if (tls) { /* identity comes from the bt2c handshake; see docs/PROTOCOL.md */
-    ci.ssl_connection = LCCSCF_USE_SSL | LCCSCF_ALLOW_SELFSIGNED |
-                        LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK | LCCSCF_ALLOW_EXPIRED;
-  } else { /* the WebSocket layer is ours (wsdial.c); lws connects and polls */
-    ci.method = "RAW";
-    ci.protocol = NULL;
-    ci.local_protocol_name = TRANSPORT_DIAL_PROTOCOL;
-  }
+  /* The WebSocket layer (wsdial.c) and, for wss://, TLS (wstls.c) are ours;
+   * lws connects, polls and buffers partial writes. */
+  ci.method = "RAW";
+  ci.protocol = NULL;
+  ci.local_protocol_name = TRANSPORT_DIAL_PROTOCOL;
   snprintf(p->url, sizeof p->url, "%s", url);
   p->in_dial = true;
   struct lws *wsi = lws_client_connect_via_info(&ci);

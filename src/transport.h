@@ -42,6 +42,7 @@ struct transport {
   size_t txcap;
   bool tls;
   char adopt_remote[64]; /* set only during transport_adopt() */
+  struct ssl_ctx_st *tls_client; /* for wss:// dials (wstls.c), made at the first */
 };
 
 int transport_start(struct transport *t, struct loop *l, const struct conf *c,

@@ -28,9 +28,11 @@ int transport_piece(struct transport *t, struct peer *p, const uint8_t *in, size
  * for another writable callback while output remains. Returns -1 to close. */
 int transport_send_output(struct transport *t, struct peer *p, struct lws *wsi);
 
-/* A frame of `opcode` with payload[0..n) masked as a client sends it,
- * written raw; the LWS_PRE bytes before payload must be writable. */
-int transport_send_masked(struct lws *wsi, unsigned opcode, uint8_t *payload, size_t n);
+/* A frame of `opcode` with payload[0..n) masked as a client sends it, sent
+ * on p's dialled connection; the LWS_PRE bytes before payload must be
+ * writable. */
+int transport_send_masked(struct peer *p, struct lws *wsi, unsigned opcode, uint8_t *payload,
+                          size_t n);
 
 void transport_remote_of(struct lws *wsi, char *out, size_t cap);
 int transport_timeout_secs(const struct transport *t);
@@ -40,5 +42,19 @@ int transport_timeout_secs(const struct transport *t);
 int wsdial_connected(struct transport *t, struct peer *p, struct lws *wsi);
 int wsdial_rx(struct transport *t, struct peer *p, struct lws *wsi, const uint8_t *in, size_t len);
 int wsdial_writable(struct transport *t, struct peer *p, struct lws *wsi);
+/* Sends buf[0..n) on p's dialled connection as it is (through TLS on a
+ * wss:// dial); buf must have LWS_PRE writable bytes before it. */
+int wsdial_send(struct peer *p, struct lws *wsi, uint8_t *buf, size_t n);
+
+/* wstls.c: the TLS session of a wss:// dial, over memory BIOs. */
+int wstls_start(struct transport *t, struct peer *p, struct lws *wsi, const char *host);
+int wstls_write(struct peer *p, struct lws *wsi, const uint8_t *buf, size_t n);
+/* Feeds ciphertext; hands the plaintext that results to plain() (stopping
+ * at a nonzero return, which it returns; p may be gone then). *ready: the
+ * handshake completed in this call. -1 with *why on a TLS failure. */
+int wstls_read(struct peer *p, struct lws *wsi, const uint8_t *in, size_t len,
+               int (*plain)(void *ud, const uint8_t *buf, size_t n), void *ud, bool *ready,
+               const char **why);
+void wstls_free_ctx(struct transport *t);
 
 #endif

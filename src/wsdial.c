@@ -43,7 +43,13 @@ static int refuse(struct transport *t, struct peer *p, struct lws *wsi, const ch
   return -1;
 }
 
-int wsdial_connected(struct transport *t, struct peer *p, struct lws *wsi) {
+int wsdial_send(struct peer *p, struct lws *wsi, uint8_t *buf, size_t n) {
+  if (p->ws_tls) return wstls_write(p, wsi, buf, n);
+  return lws_write(wsi, buf, n, LWS_WRITE_RAW) < (int)n ? -1 : 0;
+}
+
+/* The GET that asks for the upgrade (once TLS is up on a wss:// dial). */
+static int send_request(struct transport *t, struct peer *p, struct lws *wsi) {
   bool tls;
   char host[256], hosthdr[300];
   int port;
@@ -58,9 +64,20 @@ int wsdial_connected(struct transport *t, struct peer *p, struct lws *wsi) {
   int n = wsc_request(p->ws_upgrade, hosthdr, "/", TRANSPORT_SUBPROTOCOL, (char *)req + LWS_PRE,
                       sizeof req - LWS_PRE);
   if (n < 0) return refuse(t, p, wsi, "request too long");
-  if (lws_write(wsi, req + LWS_PRE, (size_t)n, LWS_WRITE_RAW) < n)
+  if (wsdial_send(p, wsi, req + LWS_PRE, (size_t)n) != 0)
     return refuse(t, p, wsi, "cannot send the request");
   return 0;
+}
+
+int wsdial_connected(struct transport *t, struct peer *p, struct lws *wsi) {
+  bool tls;
+  char host[256];
+  int port;
+  if (transport_parse_url(p->url, &tls, host, sizeof host, &port) != 0)
+    return refuse(t, p, wsi, "bad URL");
+  if (!tls) return send_request(t, p, wsi);
+  if (wstls_start(t, p, wsi, host) != 0) return refuse(t, p, wsi, "cannot start TLS");
+  return 0; /* the request goes once the TLS handshake is done */
 }
 
 static int on_data(void *ud, const uint8_t *in, size_t n, bool first, bool binary,
@@ -84,7 +101,7 @@ static int on_control(void *ud, unsigned opcode, const uint8_t *in, size_t n) {
   if (opcode == OP_PING) { /* answered at once: a pong is a whole frame, never split */
     uint8_t f[LWS_PRE + WSC_CONTROL_MAX];
     memcpy(f + LWS_PRE, in, n);
-    if (transport_send_masked(x->wsi, OP_PONG, f + LWS_PRE, n) != 0)
+    if (transport_send_masked(p, x->wsi, OP_PONG, f + LWS_PRE, n) != 0)
       transport_close(p, 1011, "cannot answer a ping");
     return 0;
   }
@@ -118,8 +135,13 @@ static int on_control(void *ud, unsigned opcode, const uint8_t *in, size_t n) {
 
 static const struct wsc_handlers handlers = {on_data, on_control};
 
-int wsdial_rx(struct transport *t, struct peer *p, struct lws *wsi, const uint8_t *in,
-              size_t len) {
+/* Plaintext from the server: the 101 response, then frames. Returns -1 to
+ * close the connection (p may be gone then). */
+static int on_plain(void *ud, const uint8_t *in, size_t len) {
+  struct rx_ctx *x = ud;
+  struct transport *t = x->t;
+  struct peer *p = x->p;
+  struct lws *wsi = x->wsi;
   if (!p->ws_upgraded) {
     const char *why = "no upgrade under way";
     long used = p->ws_upgrade ? wsc_response(p->ws_upgrade, in, len, TRANSPORT_SUBPROTOCOL, &why)
@@ -139,15 +161,31 @@ int wsdial_rx(struct transport *t, struct peer *p, struct lws *wsi, const uint8_
   }
   if (len == 0) return 0;
   if (p->ws_close_done) return -1;
-  struct rx_ctx x = {t, p, wsi};
   const char *why = NULL;
-  if (wsc_parse(&p->ws_rx, in, len, &handlers, &x, &why) < 0) {
+  if (wsc_parse(&p->ws_rx, in, len, &handlers, x, &why) < 0) {
     char reason[100];
     snprintf(reason, sizeof reason, "bad frame: %s", why);
     log_at(LV_INFO, "invalid_frame", "remote=%s why=%s", p->remote, why);
     transport_close(p, 1002, reason);
   }
   return p->ws_close_done ? -1 : 0;
+}
+
+int wsdial_rx(struct transport *t, struct peer *p, struct lws *wsi, const uint8_t *in,
+              size_t len) {
+  struct rx_ctx x = {t, p, wsi};
+  if (p->ws_tls == NULL) return on_plain(&x, in, len);
+  bool ready = false;
+  const char *why = NULL;
+  int rc = wstls_read(p, wsi, in, len, on_plain, &x, &ready, &why);
+  if (rc > 0 || (rc < 0 && why == NULL)) return -1; /* on_plain stopped: p may be gone */
+  if (rc < 0) {
+    if (!p->ws_upgraded) return refuse(t, p, wsi, why);
+    log_at(LV_INFO, "tls_failed", "remote=%s why=%s", p->remote, why);
+    return -1;
+  }
+  if (ready) return send_request(t, p, wsi);
+  return 0;
 }
 
 int wsdial_writable(struct transport *t, struct peer *p, struct lws *wsi) {
@@ -162,7 +200,7 @@ int wsdial_writable(struct transport *t, struct peer *p, struct lws *wsi) {
     f[LWS_PRE] = (uint8_t)(code >> 8);
     f[LWS_PRE + 1] = (uint8_t)code;
     memcpy(f + LWS_PRE + 2, p->close_reason, rl);
-    if (transport_send_masked(wsi, OP_CLOSE, f + LWS_PRE, rl + 2) != 0) return -1;
+    if (transport_send_masked(p, wsi, OP_CLOSE, f + LWS_PRE, rl + 2) != 0) return -1;
     p->ws_close_sent = true;
     if (p->remote_close) return -1; /* we answered theirs: done (lws sends what is buffered) */
     /* ours: the server answers and closes the TCP connection (RFC 6455 7.1.1) */

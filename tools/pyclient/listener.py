@@ -53,6 +53,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import ssl
 import struct
 import sys
 from collections import Counter
@@ -262,9 +263,14 @@ async def main_async(args) -> int:
         return await main_bad_upgrade(args)
     me = Identity()
     done = asyncio.Event()
+    tls = None
+    if args.tls:  # wss://: the node dials with TLS (it checks no certificate)
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(*args.tls)
     server = await websockets.serve(lambda ws, *_: serve(ws, me, args, done), "127.0.0.1", 0,
                                     subprotocols=[SUBPROTOCOL], compression=None,
-                                    max_size=args.max_message_size, ping_interval=None)
+                                    max_size=args.max_message_size, ping_interval=None,
+                                    ssl=tls)
     emit({"listening": server.sockets[0].getsockname()[1], "id": me.node_id.hex()})
     try:
         await asyncio.wait_for(done.wait(), args.seconds)
@@ -285,6 +291,8 @@ def main(argv=None) -> int:
     p.add_argument("--ping", action="store_true", help="ping the node after the handshake")
     p.add_argument("--close", type=int, metavar="CODE", help="close with CODE after the handshake")
     p.add_argument("--reason", default="", help="the reason sent with --close")
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"),
+                   help="serve wss:// with this certificate and key (PEM files)")
     p.add_argument("--send-big", type=int, default=0, metavar="BYTES",
                    help="after the handshake, send one binary message of BYTES bytes")
     p.add_argument("--send-text", action="store_true",
