@@ -6,11 +6,11 @@
  * connection timeout before the upgrade. Whole messages and connection
  * events go to netmgr; transport keeps no peer table of its own.
  *
- * Accepted connections and wss:// dials use lws's WebSocket roles; plain
- * ws:// dials use lws's raw role under bt2cd's own client (wsdial.c), whose
- * frame parser works in bulk where lws's client parses byte by byte. What
- * the node sends on any dialled connection is framed and masked by
- * wsframe.c.
+ * Accepted connections use lws's WebSocket server role. Dials (ws:// and
+ * wss://) use lws's raw role under bt2cd's own client: wsdial.c (upgrade,
+ * events, close handshake), wsclient.c (a bulk frame parser, where lws's
+ * client parses byte by byte), wsframe.c (masked frames out) and, for
+ * wss://, wstls.c (the TLS session).
  *
  * Must not: parse envelopes or know about the handshake or peer limits.
  */

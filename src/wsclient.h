@@ -4,8 +4,8 @@
  *
  * libwebsockets 4.1.6 parses what a client receives one byte per call
  * (lws_ws_client_rx_sm: ~3.5 us more per KiB than its server side).
- * transport.c dials with lws's raw role instead and uses this module; the
- * frames it sends are built by wsframe.c.
+ * transport.c dials with lws's raw role instead and wsdial.c uses this
+ * module; the frames it sends are built by wsframe.c.
  *
  * Must not: know about lws, sockets, peers or envelopes. No allocation.
  */

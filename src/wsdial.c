@@ -1,14 +1,13 @@
-/* wsdial: bt2cd's own WebSocket client for plain ws:// dials.
+/* wsdial: bt2cd's own WebSocket client for its dials (ws:// and wss://).
  *
  * libwebsockets 4.1.6 parses what its client role receives one byte per
  * call (lws_ws_client_rx_sm), ~3.5 us more per KiB than its server side: a
  * node that dialled half of its peers paid it on half of its traffic. So
- * ws:// dials go through lws's raw role (lws still connects, polls, buffers
+ * dials go through lws's raw role (lws still connects, polls, buffers
  * partial writes and times out), and the WebSocket layer is ours: the
  * upgrade request and the check of the 101 (wsclient.c), a bulk frame
  * parser (wsclient.c), masked frames out (wsframe.c), and the close
- * handshake. wss:// dials keep lws's client (TLS costs far more per byte
- * than parsing there).
+ * handshake; on wss:// dials through a TLS session of its own (wstls.c).
  *
  * Events go where lws's client events went: the checked upgrade to
  * netmgr_outbound_opened, a refused one to netmgr_dial_failed, messages to
