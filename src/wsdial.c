@@ -32,14 +32,19 @@ struct rx_ctx {
   struct lws *wsi;
 };
 
-/* The upgrade was refused: a dial failure, as when lws's client refused it. */
-static int refuse(struct transport *t, struct peer *p, struct lws *wsi, const char *why) {
-  char reason[160];
-  snprintf(reason, sizeof reason, "WebSocket upgrade refused: %s", why);
+/* The dial failed before the WebSocket was up (p is gone afterwards). */
+static int dial_fail(struct transport *t, struct peer *p, struct lws *wsi, const char *reason) {
   lws_set_opaque_user_data(wsi, NULL);
   p->wsi = NULL;
   netmgr_dial_failed(t->nm, p, reason);
   return -1;
+}
+
+/* The upgrade was refused: a dial failure, as when lws's client refused it. */
+static int refuse(struct transport *t, struct peer *p, struct lws *wsi, const char *why) {
+  char reason[160];
+  snprintf(reason, sizeof reason, "WebSocket upgrade refused: %s", why);
+  return dial_fail(t, p, wsi, reason);
 }
 
 int wsdial_send(struct peer *p, struct lws *wsi, uint8_t *buf, size_t n) {
@@ -74,8 +79,10 @@ int wsdial_connected(struct transport *t, struct peer *p, struct lws *wsi) {
   int port;
   if (transport_parse_url(p->url, &tls, host, sizeof host, &port) != 0)
     return refuse(t, p, wsi, "bad URL");
+  /* lws cleared its connect timeout: the upgrade (and TLS) get connectionTimeout */
+  lws_set_timeout(wsi, PENDING_TIMEOUT_USER_REASON_BASE + 2, transport_timeout_secs(t));
   if (!tls) return send_request(t, p, wsi);
-  if (wstls_start(t, p, wsi, host) != 0) return refuse(t, p, wsi, "cannot start TLS");
+  if (wstls_start(t, p, wsi, host) != 0) return dial_fail(t, p, wsi, "cannot start TLS");
   return 0; /* the request goes once the TLS handshake is done */
 }
 
@@ -179,7 +186,11 @@ int wsdial_rx(struct transport *t, struct peer *p, struct lws *wsi, const uint8_
   int rc = wstls_read(p, wsi, in, len, on_plain, &x, &ready, &why);
   if (rc > 0 || (rc < 0 && why == NULL)) return -1; /* on_plain stopped: p may be gone */
   if (rc < 0) {
-    if (!p->ws_upgraded) return refuse(t, p, wsi, why);
+    if (!p->ws_upgraded) {
+      char reason[96];
+      snprintf(reason, sizeof reason, "TLS: %s", why);
+      return dial_fail(t, p, wsi, reason);
+    }
     log_at(LV_INFO, "tls_failed", "remote=%s why=%s", p->remote, why);
     return -1;
   }

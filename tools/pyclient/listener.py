@@ -45,6 +45,7 @@ WebSocket client (each after the handshake unless said otherwise):
                         accept       a 101 with a wrong Sec-WebSocket-Accept
                         subprotocol  a correct 101 without Sec-WebSocket-Protocol
                         upgrade      a 101 without the Upgrade header
+                        silent       no answer at all
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ PONG_TIMEOUT = 5.0
 CLOSE_DELAY = 0.5
 
 BAD_FRAME_KINDS = ("masked", "rsv", "opcode", "long-ping", "bad-continuation", "close-1005")
-BAD_UPGRADE_KINDS = ("status", "accept", "subprotocol", "upgrade")
+BAD_UPGRADE_KINDS = ("status", "accept", "subprotocol", "upgrade", "silent")
 
 
 def frame(first_byte: int, payload: bytes, mask_key: bytes = b"") -> bytes:
@@ -232,8 +233,9 @@ async def refuse_upgrade(reader, writer, kind: str, done: asyncio.Event) -> None
             headers[name.strip()] = value.strip()
         key = next((v for k, v in headers.items() if k.lower() == "sec-websocket-key"), "")
         emit({"request": headers, "request_line": request_line})
-        writer.write(bad_response(kind, key))
-        await writer.drain()
+        if kind != "silent":  # silent: no answer at all, the node's timeout must act
+            writer.write(bad_response(kind, key))
+            await writer.drain()
         while await reader.read(4096):
             pass
         emit({"eof": True})
