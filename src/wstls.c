@@ -33,6 +33,14 @@ void wstls_free_ctx(struct transport *t) {
   t->tls_client = NULL;
 }
 
+/* OpenSSL's reason for the first queued error (a static string, e.g. "wrong
+ * version number"), or `otherwise`; clears the queue. */
+static const char *reason(const char *otherwise) {
+  const char *r = ERR_reason_error_string(ERR_peek_error());
+  ERR_clear_error();
+  return r ? r : otherwise;
+}
+
 /* Writes what the session produced (handshake records, encrypted data). */
 static int flush(struct peer *p, struct lws *wsi) {
   BIO *out = SSL_get_wbio(p->ws_tls);
@@ -88,8 +96,7 @@ int wstls_read(struct peer *p, struct lws *wsi, const uint8_t *in, size_t len,
     if (rc != 1) {
       int e = SSL_get_error(s, rc);
       if (e != SSL_ERROR_WANT_READ) {
-        *why = "TLS handshake failed";
-        ERR_clear_error();
+        *why = reason("handshake failed");
         return -1;
       }
       return flush(p, wsi);
@@ -109,11 +116,10 @@ int wstls_read(struct peer *p, struct lws *wsi, const uint8_t *in, size_t len,
     if (flush(p, wsi) != 0) return -1; /* a read may produce records too */
     if (e == SSL_ERROR_WANT_READ) return 0;
     if (e == SSL_ERROR_ZERO_RETURN) {
-      *why = "TLS session closed";
+      *why = "the server closed the session";
       return -1;
     }
-    *why = "TLS error";
-    ERR_clear_error();
+    *why = reason("protocol error");
     return -1;
   }
 }
