@@ -109,7 +109,7 @@ int transport_piece(struct transport *t, struct peer *p, const uint8_t *in, size
   return 0;
 }
 
-/* What lws's WebSocket roles deliver (accepted connections, wss:// dials). */
+/* What lws's WebSocket server role delivers (accepted connections). */
 static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, const uint8_t *in,
                       size_t len) {
   size_t remaining = lws_remaining_packet_payload(wsi);
@@ -117,13 +117,11 @@ static int on_receive(struct transport *t, struct peer *p, struct lws *wsi, cons
                          remaining, lws_is_final_fragment(wsi) && remaining == 0);
 }
 
-/* Sends payload[0..n) as one binary WebSocket message. lws masks what a
- * client sends one byte at a time; on the connections this node dialled the
- * frame is built and masked here (wsframe.c, a fresh key per frame as RFC
- * 6455 5.3 requires) and handed to lws as finished bytes: LWS_WRITE_RAW
- * goes straight to lws_issue_raw, which keeps any unsent tail and sends it
- * before anything else, so frames never interleave with lws's own control
- * frames. The LWS_PRE bytes before payload hold the header. */
+/* A client frame: built and masked here (wsframe.c: a fresh key per frame,
+ * as RFC 6455 5.3 requires, XOR 8 bytes at a time where lws masks byte by
+ * byte) and sent on the dial's raw connection (wsdial.c), whose partial
+ * writes lws keeps and sends before anything else. The LWS_PRE bytes
+ * before payload hold the header. */
 int transport_send_masked(struct peer *p, struct lws *wsi, unsigned opcode, uint8_t *payload,
                           size_t n) {
   _Static_assert(LWS_PRE >= WSFRAME_MAX_HEADER, "frame header must fit in LWS_PRE");
@@ -240,7 +238,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         netmgr_dial_failed(t->nm, p, in ? (const char *)in : "connection failed");
       }
       return 0;
-    case LWS_CALLBACK_RAW_CONNECTED: /* a ws:// dial: our own WebSocket client */
+    case LWS_CALLBACK_RAW_CONNECTED: /* a dial: our own WebSocket client (wsdial.c) */
       if (p == NULL) return -1;
       return wsdial_connected(t, p, wsi);
     case LWS_CALLBACK_RAW_RX:
