@@ -133,45 +133,6 @@ local function unhex(h)
   return (h:gsub("%s", ""):gsub("..", function(x) return string.char(tonumber(x, 16)) end))
 end
 
-describe("websocket frames (wsframe.c)", function()
-  -- the reference: RFC 6455 5.2 header, 5.3 masking one byte at a time
-  local function reference(payload, key)
-    local n = #payload
-    local mask_bit = key and 0x80 or 0
-    local h
-    if n < 126 then h = string.char(0x82, mask_bit | n)
-    elseif n < 65536 then h = string.char(0x82, mask_bit | 126) .. string.pack(">I2", n)
-    else h = string.char(0x82, mask_bit | 127) .. string.pack(">I8", n) end
-    if not key then return h .. payload end
-    local out = {}
-    for i = 1, n do
-      out[i] = string.char(payload:byte(i) ~ key:byte((i - 1) % 4 + 1))
-    end
-    return h .. key .. table.concat(out)
-  end
-
-  it("matches RFC 6455's examples (5.7)", function()
-    -- "Hello" masked with 37 fa 21 3d (the RFC's frame is text, 0x81; ours are binary)
-    assert.equal(unhex("8285 37fa213d 7f9f4d5158"), bt2c.ws_frame("Hello", unhex("37fa213d")))
-    assert.equal(unhex("827e0100"), bt2c.ws_frame(string.rep("a", 256)):sub(1, 4))
-    assert.equal(unhex("827f0000000000010000"), bt2c.ws_frame(string.rep("a", 65536)):sub(1, 10))
-  end)
-
-  it("masks 8 bytes at a time exactly as byte by byte, at every length and key", function()
-    local payload = {}
-    for i = 1, 70000 do payload[i] = string.char((i * 131 + 7) % 256) end
-    payload = table.concat(payload)
-    local keys = { "\0\0\0\0", "\255\255\255\255", unhex("01020304"), unhex("deadbeef") }
-    for _, n in ipairs({ 0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 125, 126, 127, 1024, 1031, 65535, 65536, 70000 }) do
-      local p = payload:sub(1, n)
-      for _, k in ipairs(keys) do
-        assert.equal(reference(p, k), bt2c.ws_frame(p, k), "length " .. n)
-      end
-      assert.equal(reference(p), bt2c.ws_frame(p), "unmasked, length " .. n)
-    end
-  end)
-end)
-
 describe("json_object_keys (chain messages found without a tree)", function()
   local keys = { "requestId", "hash" }
   local ESCAPED = 1 << 30

@@ -1,5 +1,6 @@
--- Unit: the client side of RFC 6455 (src/wsclient.c): the opening request,
--- the check of the server's 101 response, and the bulk frame parser.
+-- Unit: the client side of RFC 6455: the frames it sends (src/wsframe.c), and
+-- (src/wsclient.c) the opening request, the check of the server's 101
+-- response, and the bulk frame parser.
 local bt2c = require "bt2c"
 
 local GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -37,12 +38,15 @@ local function check(resp, key, sub)
   return bt2c.wsc_response_check(key or RFC_KEY, type(resp) == "table" and resp or { resp }, sub or SUB)
 end
 
--- A server frame (unmasked unless o.mask); o.form forces 7, 16 or 64-bit lengths.
+-- A frame (RFC 6455 5.2): unmasked, or with o.mask the mask bit and a key
+-- that is not applied (a server's mistake), or with o.key masked with it
+-- (5.3, one byte at a time, as a client sends); o.form forces 7, 16 or 64-bit
+-- lengths.
 local function frame(op, payload, o)
   o = o or {}
   local n = #payload
   local b0 = (o.fin == false and 0 or 0x80) | ((o.rsv or 0) << 4) | op
-  local m = o.mask and 0x80 or 0
+  local m = (o.mask or o.key) and 0x80 or 0
   local form = o.form or (n < 126 and 7 or n < 65536 and 16 or 64)
   local h
   if form == 7 then
@@ -53,7 +57,16 @@ local function frame(op, payload, o)
     h = string.char(b0, m | 127) .. string.pack(">I8", o.len64 or n)
   end
   if o.mask then h = h .. "\1\2\3\4" end
+  if o.key then
+    local out = {}
+    for i = 1, n do out[i] = string.char(payload:byte(i) ~ o.key:byte((i - 1) % 4 + 1)) end
+    return h .. o.key .. table.concat(out)
+  end
   return h .. payload
+end
+
+local function unhex(h)
+  return (h:gsub("%s", ""):gsub("..", function(x) return string.char(tonumber(x, 16)) end))
 end
 
 local function pattern(n)
@@ -92,6 +105,29 @@ local function assert_one_message(events, payload, binary)
   end
   assert.equal(payload, joined(events))
 end
+
+describe("wsframe: the frames the client sends", function()
+  it("matches RFC 6455's examples (5.7)", function()
+    -- "Hello" masked with 37 fa 21 3d (the RFC's frame is text, 0x81; ours are binary)
+    assert.equal(unhex("8285 37fa213d 7f9f4d5158"), bt2c.ws_frame("Hello", unhex("37fa213d")))
+    assert.equal(unhex("827e0100"), bt2c.ws_frame(string.rep("a", 256)):sub(1, 4))
+    assert.equal(unhex("827f0000000000010000"), bt2c.ws_frame(string.rep("a", 65536)):sub(1, 10))
+  end)
+
+  it("masks 8 bytes at a time exactly as byte by byte, at every length and key", function()
+    local payload = {}
+    for i = 1, 70000 do payload[i] = string.char((i * 131 + 7) % 256) end
+    payload = table.concat(payload)
+    local keys = { "\0\0\0\0", "\255\255\255\255", unhex("01020304"), unhex("deadbeef") }
+    for _, n in ipairs({ 0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 125, 126, 127, 1024, 1031, 65535, 65536, 70000 }) do
+      local p = payload:sub(1, n)
+      for _, k in ipairs(keys) do
+        assert.equal(frame(2, p, { key = k }), bt2c.ws_frame(p, k), "length " .. n)
+      end
+      assert.equal(frame(2, p), bt2c.ws_frame(p), "unmasked, length " .. n)
+    end
+  end)
+end)
 
 describe("wsclient request", function()
   it("has the request line and every required header", function()

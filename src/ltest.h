@@ -16,6 +16,6 @@ void ltest_relay(lua_State *L);  /* duplicate filter, relay target choice */
 void ltest_chain(lua_State *L);  /* chain hashes, checks and store; consensus signatures */
 void ltest_stun(lua_State *L);   /* STUN codec, UDP sockets */
 void ltest_turn(lua_State *L);   /* TURN client codec, candidates */
-void ltest_ws(lua_State *L);     /* WebSocket client handshake and frame parser */
+void ltest_ws(lua_State *L);     /* WebSocket client: frames out, handshake, frame parser */
 
 #endif

@@ -10,7 +10,6 @@
 #include "identity.h"
 #include "json.h"
 #include "ltest.h"
-#include "wsframe.h"
 
 static void check_id(lua_State *L, int idx, const char *field, size_t want, uint8_t *out) {
   size_t len;
@@ -304,23 +303,6 @@ static int l_json_object_keys(lua_State *L) {
   return 1;
 }
 
-/* ws_frame(payload, key4 or nil) -> header .. (masked) payload, as sent */
-static int l_ws_frame(lua_State *L) {
-  size_t n, klen = 0;
-  const char *payload = luaL_checklstring(L, 1, &n);
-  const char *key = luaL_optlstring(L, 2, NULL, &klen);
-  if (key && klen != 4) return luaL_error(L, "the key is 4 bytes");
-  luaL_Buffer b;
-  uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, WSFRAME_MAX_HEADER + n);
-  uint8_t *p = out + WSFRAME_MAX_HEADER;
-  memcpy(p, payload, n);
-  if (key) wsframe_mask(p, n, (const uint8_t *)key);
-  size_t h = wsframe_header(p, n, WSFRAME_OP_BINARY, (const uint8_t *)key);
-  memmove(out, p - h, h + n);
-  luaL_pushresultsize(&b, h + n);
-  return 1;
-}
-
 void ltest_wire(lua_State *L) {
   static const luaL_Reg fns[] = {{"env_encode", l_env_encode},
                                  {"env_decode_batch", l_env_decode_batch},
@@ -334,7 +316,6 @@ void ltest_wire(lua_State *L) {
                                  {"identity_verify", l_identity_verify},
                                  {"identity_id_of", l_identity_id_of},
                                  {"hs_transcript", l_hs_transcript},
-                                 {"ws_frame", l_ws_frame},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
   lua_pushlightuserdata(L, NULL);

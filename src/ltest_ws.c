@@ -1,6 +1,7 @@
-/* ltest_ws: spec bindings for the client side of RFC 6455 (wsclient.c): the
- * opening request, the check of the server's response and the frame parser,
- * each fed by a table of chunks so that specs choose where reads split. */
+/* ltest_ws: spec bindings for the client side of RFC 6455: the frames it
+ * sends (wsframe.c), and (wsclient.c) the opening request, the check of the
+ * server's response and the frame parser, each fed by a table of chunks so
+ * that specs choose where reads split. */
 #include <string.h>
 
 #include <lauxlib.h>
@@ -8,6 +9,7 @@
 #include "lfield.h"
 #include "ltest.h"
 #include "wsclient.h"
+#include "wsframe.h"
 
 /* wsc_request(host, path, subprotocol [, cap]) -> request, key | nil, why */
 static int l_wsc_request(lua_State *L) {
@@ -157,10 +159,28 @@ static int l_wsc_parse(lua_State *L) {
   return 2;
 }
 
+/* ws_frame(payload, key4 or nil) -> header .. (masked) payload, as sent */
+static int l_ws_frame(lua_State *L) {
+  size_t n, klen = 0;
+  const char *payload = luaL_checklstring(L, 1, &n);
+  const char *key = luaL_optlstring(L, 2, NULL, &klen);
+  if (key && klen != 4) return luaL_error(L, "the key is 4 bytes");
+  luaL_Buffer b;
+  uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, WSFRAME_MAX_HEADER + n);
+  uint8_t *p = out + WSFRAME_MAX_HEADER;
+  memcpy(p, payload, n);
+  if (key) wsframe_mask(p, n, (const uint8_t *)key);
+  size_t h = wsframe_header(p, n, WSFRAME_OP_BINARY, (const uint8_t *)key);
+  memmove(out, p - h, h + n);
+  luaL_pushresultsize(&b, h + n);
+  return 1;
+}
+
 void ltest_ws(lua_State *L) {
   static const luaL_Reg fns[] = {{"wsc_request", l_wsc_request},
                                  {"wsc_response_check", l_wsc_response_check},
                                  {"wsc_parse", l_wsc_parse},
+                                 {"ws_frame", l_ws_frame},
                                  {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
   lua_pushinteger(L, WSC_RESPONSE_MAX);
